@@ -1,0 +1,37 @@
+# mingexp — every target sets up its own virtual environment first, so each works on a fresh machine.
+#   make test       fast test suite (what CI runs)
+#   make test-full  every test, the slow ones too
+#   make bench      the benchmark scripts (ratios against a baseline measured in the same run)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# The CPU wheel here, the CUDA build on a GPU cluster: same line, see README.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install test test-full bench train tiny clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-full: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/prefix_cache.py
+
+# Writes the tiny real checkpoints (Qwen2.5-VL, Qwen2, SANA, DC-AE) the toy preset loads.
+tiny: $(STAMP)
+	$(BIN)/python -m mingexp.models.tiny .cache/toy
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

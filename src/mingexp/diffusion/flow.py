@@ -1,0 +1,91 @@
+"""Rectified flow (SD3 / MetaQueries convention), as Ming-Lite-Uni trains its DiT.
+
+    x_t = (1 − σ)·x_0 + σ·ε,      ε ~ N(0, I),  σ ∈ [0, 1]
+    v_θ(x_t, σ, c) ≈ ε − x_0       (the velocity dx_t/dσ)
+    L_flow = E ‖v_θ − (ε − x_0)‖²
+
+σ is drawn ``uniform`` (MetaQueries) or ``logit_normal`` (σ = sigmoid(n), n ~ N(mean, std); SD3), then
+optionally shifted, σ' = shift·σ / (1 + (shift − 1)·σ) (shift > 1 spends more steps at high noise, as
+SANA's samplers do). The DiT is given the timestep σ·1000 (diffusers' flow schedulers' convention).
+
+Condition dropout for classifier-free guidance drops a row's whole condition with probability p; the
+null condition is ``empty_prompt`` (the MLLM run on an empty prompt, MetaQueries) or ``zeros`` (an
+all-zeros condition, the released Ming code).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mingexp.errors import ConfigError
+
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+NULL_CONDITIONS = ("empty_prompt", "zeros")
+
+
+class FlowMatching:
+    """Interpolation, velocity target and timestep sampling of rectified flow."""
+
+    def __init__(
+        self,
+        timestep_sampling: str = "logit_normal",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        shift: float = 1.0,
+        num_train_timesteps: int = 1000,
+    ) -> None:
+        if timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ConfigError(f"model.flow.timestep_sampling={timestep_sampling!r}: use one of {TIMESTEP_SAMPLINGS}.")
+        if shift <= 0:
+            raise ConfigError(f"model.flow.shift={shift}: must be positive (1 = no shift).")
+        if logit_std <= 0:
+            raise ConfigError(f"model.flow.logit_std={logit_std}: must be positive.")
+        self.timestep_sampling = timestep_sampling
+        self.logit_mean, self.logit_std, self.shift = float(logit_mean), float(logit_std), float(shift)
+        self.num_train_timesteps = int(num_train_timesteps)
+
+    def sample_sigmas(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(n,) noise levels σ in (0, 1)."""
+        if self.timestep_sampling == "uniform":
+            sigma = torch.rand(n, generator=generator)
+        else:
+            sigma = torch.sigmoid(torch.randn(n, generator=generator) * self.logit_std + self.logit_mean)
+        sigma = self.shift * sigma / (1 + (self.shift - 1) * sigma)
+        return sigma.to(device)
+
+    @staticmethod
+    def interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x_t = (1 − σ)·x_0 + σ·ε with σ broadcast over (B, C, H, W)."""
+        s = sigma.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+        return (1 - s) * x0 + s * noise
+
+    @staticmethod
+    def target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The velocity ε − x_0."""
+        return noise - x0
+
+    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The DiT's timestep input, σ·1000."""
+        return sigma * self.num_train_timesteps
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over every element, computed in fp32."""
+        return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+class ConditionDropout:
+    """Which rows of a batch train the unconditional branch of classifier-free guidance."""
+
+    def __init__(self, p: float = 0.1, null_condition: str = "empty_prompt") -> None:
+        if not 0 <= p < 1:
+            raise ConfigError(f"model.cond_dropout.p={p}: must be in [0, 1).")
+        if null_condition not in NULL_CONDITIONS:
+            raise ConfigError(f"model.cond_dropout.null_condition={null_condition!r}: use one of {NULL_CONDITIONS}.")
+        self.p, self.null_condition = float(p), null_condition
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n,) bool, True where the condition is dropped."""
+        if self.p == 0:
+            return torch.zeros(n, dtype=torch.bool)
+        return torch.rand(n, generator=generator) < self.p

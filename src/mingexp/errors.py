@@ -1,0 +1,32 @@
+"""Errors that tell the user which config key is wrong and what to pass instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A value in the configuration cannot work. The message names the key and the fix."""
+
+
+def checkpoint_dir(path: str | Path | None, key: str, what: str, must_contain: str = "config.json") -> Path:
+    """Resolve a local checkpoint folder or fail with a message naming the config key.
+
+    Args:
+        path: the value of the config key (a local folder written by ``save_pretrained``).
+        key: the config key the value came from, e.g. ``model.mllm.path``.
+        what: a short description of what the folder must hold, e.g. ``a Qwen2.5-VL checkpoint``.
+        must_contain: a file the folder must hold to be a checkpoint of that format.
+    """
+    if path is None or str(path) == "":
+        raise ConfigError(f"{key} is not set: pass {key}=/path/to/{what.replace(' ', '_')} (a folder written by save_pretrained).")
+    p = Path(str(path)).expanduser()
+    if not p.is_dir():
+        raise ConfigError(
+            f"{key}={path!s}: no such folder. Pass {key}=<folder with {what}> "
+            f"(a local save_pretrained folder; this machine does not download from a hub). "
+            f"For the toy preset, write tiny checkpoints with `python -m mingexp.models.tiny <dir>`."
+        )
+    if must_contain and not (p / must_contain).is_file():
+        raise ConfigError(f"{key}={path!s} holds no {must_contain}: it is not {what}. Pass the folder written by save_pretrained.")
+    return p

@@ -1,0 +1,6 @@
+"""The model core: frozen MLLM, multi-scale queries, connector, SANA DiT, VAE, alignment; see unified.py."""
+
+from mingexp.models.processor import MLLMInputs, MLLMProcessor
+from mingexp.models.unified import Condition, ModelOutput, UnifiedModel, build_model
+
+__all__ = ["Condition", "MLLMInputs", "MLLMProcessor", "ModelOutput", "UnifiedModel", "build_model"]

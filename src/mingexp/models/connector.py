@@ -1,0 +1,167 @@
+"""Connector: the MLLM's query hidden states → the DiT's caption tokens.
+
+A bidirectional (non-causal) transformer of the Qwen2 architecture between two projections, as in the
+released Ming-Lite-Uni code and MetaQueries::
+
+    H_q (B, N, d_mllm) --proj_in--> (B, N, H_c) --Qwen2 stack, no causal mask--> (B, N, H_c)
+        --proj_out (Linear-GELU-Linear)--> (B, N, C_cap) --out_norm--> caption tokens
+
+``C_cap`` is the DiT's ``caption_channels`` (read from the DiT, never restated). The stack is built from
+a Qwen2 config (``model.connector.config``) or initialised from a Qwen2 checkpoint (``model.connector.path``,
+e.g. Qwen2.5-0.5B, whose causal-LM weights are then used bidirectionally; its token embedding table is
+dropped because the connector is fed embeddings, never token ids).
+
+``mode``: ``joint`` runs all scales as one sequence (tokens of different scales attend to each other);
+``per_scale`` runs each scale on its own (the released code). ``dit_tokens``: ``all`` feeds every scale's
+tokens to the DiT (Σ s² tokens, one diffusion pass); ``finest`` only the largest scale's (what the
+released code keeps after running one pass per scale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from mingexp.errors import ConfigError, checkpoint_dir
+from mingexp.models.queries import QueryLayout
+
+CONNECTOR_MODES = ("joint", "per_scale")
+DIT_TOKENS = ("all", "finest")
+OUT_NORMS = ("rms", "l2", "none")
+
+
+class L2Norm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(x, dim=-1)
+
+
+def _bidirectional(model: nn.Module) -> nn.Module:
+    """Switch a Qwen2 stack to full (non-causal) attention.
+
+    ``config.is_causal = False`` makes transformers build a bidirectional mask; each attention module's
+    ``is_causal`` flag must be cleared too, or SDPA / flash-attention fall back to their causal kernels
+    whenever the mask is elided (no padding).
+    """
+    model.config.is_causal = False
+    for module in model.modules():
+        if hasattr(module, "is_causal"):
+            module.is_causal = False
+    return model
+
+
+class Connector(nn.Module):
+    """Bidirectional Qwen2 connector with input/output projections.
+
+    Args:
+        in_width: MLLM hidden size d_mllm.
+        out_width: DiT caption channels C_cap.
+        transformer: a ``transformers.Qwen2Model`` (made bidirectional here).
+        layout: the query layout (needed by ``per_scale`` mode and ``dit_tokens=finest``).
+        mode / dit_tokens / out_norm: see module docstring.
+    """
+
+    def __init__(
+        self,
+        in_width: int,
+        out_width: int,
+        transformer: nn.Module,
+        layout: QueryLayout,
+        mode: str = "joint",
+        dit_tokens: str = "all",
+        out_norm: str = "rms",
+    ) -> None:
+        super().__init__()
+        for key, value, allowed in (("mode", mode, CONNECTOR_MODES), ("dit_tokens", dit_tokens, DIT_TOKENS), ("out_norm", out_norm, OUT_NORMS)):
+            if value not in allowed:
+                raise ConfigError(f"model.connector.{key}={value!r}: use one of {allowed}.")
+        self.mode, self.dit_tokens, self.layout = mode, dit_tokens, layout
+        hidden = int(transformer.config.hidden_size)
+        self.proj_in = nn.Linear(in_width, hidden)
+        self.transformer = _bidirectional(transformer)
+        self.proj_out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out_width))
+        self.out_norm = {"rms": lambda: nn.RMSNorm(out_width, eps=1e-6), "l2": L2Norm, "none": nn.Identity}[out_norm]()
+        self.in_width, self.out_width = int(in_width), int(out_width)
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def build(
+        cls,
+        in_width: int,
+        out_width: int,
+        layout: QueryLayout,
+        path: str | Path | None = None,
+        config: Mapping[str, Any] | None = None,
+        mode: str = "joint",
+        dit_tokens: str = "all",
+        out_norm: str = "rms",
+        gradient_checkpointing: bool = False,
+        attn_implementation: str = "sdpa",
+        declared_out_width: int | None = None,
+    ) -> "Connector":
+        """Build from ``model.connector.config`` or load from ``model.connector.path`` (exactly one).
+
+        ``declared_out_width`` (``model.connector.out_width``) may restate the output width; it must then
+        equal the DiT's caption channels.
+        """
+        from transformers import Qwen2Config, Qwen2Model
+
+        if declared_out_width is not None and int(declared_out_width) != int(out_width):
+            raise ConfigError(
+                f"model.connector.out_width={declared_out_width} but the DiT expects caption_channels={out_width}: "
+                "remove model.connector.out_width (it is read from the DiT) or point model.dit at a matching DiT."
+            )
+        if (path is None) == (config is None):
+            raise ConfigError("give exactly one of model.connector.path (a Qwen2 checkpoint) or model.connector.config (a Qwen2 config dict).")
+        if path is not None:
+            folder = checkpoint_dir(path, "model.connector.path", "a Qwen2 checkpoint")
+            transformer = Qwen2Model.from_pretrained(str(folder), attn_implementation=attn_implementation, use_safetensors=True)
+        else:
+            cfg = dict(config)
+            cfg.setdefault("vocab_size", 1)  # the connector is fed embeddings; the table is dropped below
+            transformer = Qwen2Model(Qwen2Config(**cfg, attn_implementation=attn_implementation))
+        # Unused (inputs are embeddings): free it (136 M parameters for Qwen2.5-0.5B).
+        transformer.embed_tokens = None
+        if gradient_checkpointing:
+            transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return cls(in_width, out_width, transformer, layout, mode=mode, dit_tokens=dit_tokens, out_norm=out_norm)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.transformer.config.hidden_size)
+
+    @property
+    def scales_out(self) -> tuple[int, ...]:
+        """Scales whose tokens reach the DiT."""
+        return self.layout.scales if self.dit_tokens == "all" else (max(self.layout.scales),)
+
+    # ------------------------------------------------------------------ forward
+    def _stack(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transformer(inputs_embeds=x, use_cache=False).last_hidden_state
+
+    def forward(self, queries: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Map query hidden states to caption tokens.
+
+        Args:
+            queries: (B, Σ s², d_mllm) MLLM hidden states of the query tokens (boundary tokens removed).
+
+        Returns:
+            per scale s, (B, s², C_cap) caption tokens (every scale, also those the DiT does not see:
+            the alignment loss may use them).
+        """
+        # 1. project into the connector width
+        x = self.proj_in(queries)
+        # 2. bidirectional transformer, jointly or scale by scale
+        if self.mode == "joint":
+            x = self._stack(x)
+            chunks = self.layout.split(x)
+        else:
+            chunks = [self._stack(c) for c in self.layout.split(x)]
+        # 3. project to the DiT's caption channels and normalise
+        return {s: self.out_norm(self.proj_out(c)) for s, c in zip(self.layout.scales, chunks)}
+
+    def dit_condition(self, per_scale: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """The DiT's cross-attention tokens: (B, T, C_cap) with T = Σ s² (``all``) or s_max² (``finest``)."""
+        return torch.cat([per_scale[s] for s in self.scales_out], dim=1)

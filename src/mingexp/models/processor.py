@@ -1,0 +1,204 @@
+"""MLLM-side preprocessing: chat-format prompt, image placeholders, tokenisation, collation.
+
+Runs anywhere (data-loader workers included) and needs no torchvision: the tokenizer comes from
+``AutoTokenizer`` and the image processor from ``AutoImageProcessor`` (PIL backend), both from the
+checkpoint folder, and the image placeholder is expanded here instead of by ``AutoProcessor`` (which, for
+Qwen2.5-VL, insists on a video processor that imports torchvision).
+
+One prompt becomes::
+
+    <|im_start|>system\\n{system}<|im_end|>\\n
+    <|im_start|>user\\n<|vision_start|><|image_pad|>×n<|vision_end|>...{text}<|im_end|>\\n
+    <|im_start|>assistant\\n                                     <- the query block follows here
+
+with n = grid_t·grid_h·grid_w / merge_size² placeholder tokens per image, which the MLLM replaces by
+that image's merged vision features.
+
+Images go where the text says ``<image>``; when the text has no such marker they go before the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from mingexp.errors import ConfigError
+
+IMAGE_MARKER = "<image>"
+IMAGE_PAD = "<|image_pad|>"
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@dataclass
+class MLLMInputs:
+    """A tokenised, left-padded batch for the frozen MLLM.
+
+    Left padding puts the last prompt token of every row at the same index, so the query block that
+    follows it starts at the same index in every row (the prefix cache relies on this).
+
+    Shapes:
+        input_ids:      (B, L) long, image placeholders already expanded
+        attention_mask: (B, L) long, 0 on left padding
+        pixel_values:   (P, C·T·p·p) float, the image processor's flattened patches of every image, or None
+        image_grid_thw: (I, 3) long, (t, h, w) patch grid of every image in batch order, or None
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor | None = None
+    image_grid_thw: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> "MLLMInputs":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return MLLMInputs(move(self.input_ids), move(self.attention_mask), move(self.pixel_values), move(self.image_grid_thw))
+
+
+class MLLMProcessor:
+    """Tokenizer + image processor + chat template of one MLLM checkpoint (Qwen2-VL / Qwen2.5-VL family)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        image_size: int | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.system_prompt = system_prompt
+        self.image_size = image_size
+        self.merge_size = int(getattr(image_processor, "merge_size", 2))
+        if tokenizer.chat_template is None:
+            raise ConfigError(
+                "the MLLM tokenizer has no chat template: the checkpoint folder needs chat_template.jinja "
+                "(or chat_template.json / a chat_template entry in tokenizer_config.json)."
+            )
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in (IMAGE_PAD, VISION_START, VISION_END) if t not in vocab]
+        if missing:
+            raise ConfigError(f"the MLLM tokenizer lacks the Qwen-VL special tokens {missing}; is model.mllm.path a Qwen2(.5)-VL checkpoint?")
+        self.image_pad_id = vocab[IMAGE_PAD]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, image_size: int | None = None
+    ) -> "MLLMProcessor":
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if tokenizer.chat_template is None:
+            # Some VL checkpoints keep the template beside the processor rather than the tokenizer.
+            for name in ("chat_template.jinja", "chat_template.json"):
+                f = Path(path) / name
+                if f.is_file():
+                    text = f.read_text()
+                    if name.endswith(".json"):
+                        import json
+
+                        text = json.loads(text)["chat_template"]
+                    tokenizer.chat_template = text
+                    break
+        image_processor = AutoImageProcessor.from_pretrained(str(path))
+        return cls(tokenizer, image_processor, system_prompt=system_prompt, image_size=image_size)
+
+    # ------------------------------------------------------------------ text
+    def chat_text(self, prompt: str, num_images: int) -> str:
+        """The chat-format string of one user turn with ``num_images`` images, ending in the assistant prefix."""
+        n_markers = prompt.count(IMAGE_MARKER)
+        if n_markers and n_markers != num_images:
+            raise ValueError(
+                f"the prompt has {n_markers} {IMAGE_MARKER} placeholder(s) but {num_images} image(s) were given: "
+                f"pass one image per {IMAGE_MARKER}, or no marker at all to put the images before the text."
+            )
+        if IMAGE_PAD in prompt or VISION_START in prompt:
+            raise ValueError(f"the prompt contains the reserved token {IMAGE_PAD} / {VISION_START}; write {IMAGE_MARKER} instead.")
+        content: list[dict] = []
+        if n_markers:
+            parts = prompt.split(IMAGE_MARKER)
+            for i, part in enumerate(parts):
+                if part:
+                    content.append({"type": "text", "text": part})
+                if i < len(parts) - 1:
+                    content.append({"type": "image"})
+        else:
+            content += [{"type": "image"}] * num_images
+            content.append({"type": "text", "text": prompt})
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+        messages.append({"role": "user", "content": content})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    # ---------------------------------------------------------------- images
+    def prepare_image(self, image: Image.Image) -> Image.Image:
+        """RGB (alpha composited on white, palettes expanded), optionally resized to the fixed MLLM size."""
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected a PIL image, got {type(image).__name__}")
+        if image.mode in ("RGBA", "LA", "P", "PA"):
+            rgba = image.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(canvas, rgba)
+        image = image.convert("RGB")
+        if self.image_size is not None:
+            image = image.resize((self.image_size, self.image_size), Image.BICUBIC)
+        return image
+
+    # ------------------------------------------------------------- one sample
+    def encode(self, prompt: str, images: Sequence[Image.Image] = ()) -> dict:
+        """Tokenise one prompt with its images. Returns ``input_ids`` (list), ``pixel_values``, ``image_grid_thw``."""
+        images = list(images or [])
+        text = self.chat_text(prompt, len(images))
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        n_pads = sum(1 for i in ids if i == self.image_pad_id)
+        if n_pads != len(images):
+            raise ValueError(f"the chat template produced {n_pads} image placeholder(s) for {len(images)} image(s).")
+        pixel_values = grid = None
+        if images:
+            out = self.image_processor(images=[self.prepare_image(im) for im in images], return_tensors="pt")
+            pixel_values, grid = out["pixel_values"], out["image_grid_thw"].long()
+            counts = (grid.prod(-1) // self.merge_size**2).tolist()
+            expanded: list[int] = []
+            k = 0
+            for i in ids:
+                if i == self.image_pad_id:
+                    expanded += [self.image_pad_id] * counts[k]
+                    k += 1
+                else:
+                    expanded.append(i)
+            ids = expanded
+        return {"input_ids": ids, "pixel_values": pixel_values, "image_grid_thw": grid}
+
+    def collate(self, encoded: Sequence[dict]) -> MLLMInputs:
+        """Left-pad a list of :meth:`encode` outputs into one :class:`MLLMInputs`."""
+        if not encoded:
+            raise ValueError("cannot collate an empty batch")
+        length = max(len(e["input_ids"]) for e in encoded)
+        ids = torch.full((len(encoded), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), length), dtype=torch.long)
+        for r, e in enumerate(encoded):
+            n = len(e["input_ids"])
+            ids[r, length - n :] = torch.tensor(e["input_ids"], dtype=torch.long)
+            mask[r, length - n :] = 1
+        pvs = [e["pixel_values"] for e in encoded if e["pixel_values"] is not None]
+        grids = [e["image_grid_thw"] for e in encoded if e["image_grid_thw"] is not None]
+        return MLLMInputs(ids, mask, torch.cat(pvs) if pvs else None, torch.cat(grids) if grids else None)
+
+    def __call__(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]] | None = None) -> MLLMInputs:
+        """Encode and collate a batch. ``images[i]`` is the (possibly empty) list of images of prompt i."""
+        if isinstance(prompts, str):
+            raise TypeError("pass a list of prompts, not a single string")
+        images = images if images is not None else [[] for _ in prompts]
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+        return self.collate([self.encode(p, ims) for p, ims in zip(prompts, images)])

@@ -1,0 +1,230 @@
+"""Multi-scale learnable query tokens (Ming-Lite-Uni §2.1, eqs. 1–3).
+
+For scales S = {s_1..s_K} (default 4, 8, 16) each scale owns N_k = s_k² learnable tokens at the MLLM
+width d (eq. 1, Q_{s_k} ∈ R^{N_k×d}). Each scale is wrapped in boundary tokens (eq. 2)::
+
+    Input_{s_k} = [START_{s_k}, Q_{s_k}, END_{s_k}]
+
+and the queries get a positional grid encoding laid out on the scale's s×s grid (eq. 3)::
+
+    Z_input = Concat(Input_{s_1}, …, Input_{s_K}) + Concat(P_{s_1}, …, P_{s_K})
+
+This block is appended after the prompt's assistant prefix and read back by the frozen MLLM
+(:mod:`mingexp.models.mllm`). Block length = Σ_k (s_k² + 2), e.g. 336 + 6 = 342 for [4, 8, 16].
+
+Choices (config keys under ``model.queries``):
+
+* ``boundary``: ``per_scale`` (paper eq. 2: a START/END pair per scale) or ``shared`` (one pair for all
+  scales, as the released code, which reuses the MLLM's own ``<|vision_start|>``/``<|vision_end|>``).
+  Boundary tokens are initialised from those two MLLM embeddings; ``boundary_trainable: false`` keeps them
+  fixed (released behaviour).
+* ``grid_encoding``: ``sincos`` (default: a fixed 2-D sin-cos encoding of the cell centre in [0, 1]², so
+  the same image location gets the same code at every scale) or ``none`` (released code). A *learned*
+  additive encoding would be redundant with the learnable queries themselves, hence fixed.
+* ``position_layout``: M-RoPE ids of the queries: ``grid`` (t fixed, h = row, w = column: the layout
+  Qwen-VL gives image tokens, paper eq. 3's grid) or ``row`` (one row of s² positions: the released layout).
+* ``init_norm``: queries start as L2-normalised Gaussian noise (released) scaled to this norm;
+  ``embedding`` (default) uses the MLLM's mean input-embedding norm.
+
+Released-code reproduction: ``boundary=shared boundary_trainable=false grid_encoding=none position_layout=row``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mingexp.errors import ConfigError
+
+BOUNDARY_MODES = ("per_scale", "shared")
+GRID_ENCODINGS = ("sincos", "none")
+POSITION_LAYOUTS = ("grid", "row")
+
+
+def validate_scales(scales: Sequence[int], key: str = "model.queries.scales") -> tuple[int, ...]:
+    """Scales must be a non-empty list of positive ints, without repeats."""
+    try:
+        out = tuple(int(s) for s in scales)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={scales!r}: expected a list of positive ints such as [4, 8, 16].") from None
+    if not out:
+        raise ConfigError(f"{key} is empty: give at least one scale, e.g. {key}=[16].")
+    bad = [s for s in out if s <= 0]
+    if bad:
+        raise ConfigError(f"{key}={list(out)} has non-positive scale(s) {bad}: every scale s gives s×s tokens and must be ≥ 1.")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{key}={list(out)} repeats a scale; each scale must appear once.")
+    return out
+
+
+def sincos_grid_encoding(s: int, dim: int, base: int = 16) -> torch.Tensor:
+    """Fixed 2-D sin-cos encoding of the centres of an s×s grid over [0, 1]², (s², dim), rows of unit norm.
+
+    Coordinates are cell centres (i + ½)/s scaled by ``base``, so cells of different scales covering the
+    same location get close codes. Half the channels encode the row, half the column (MAE-style).
+    """
+    quarter = max(dim // 4, 1)
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    centres = (torch.arange(s, dtype=torch.float64) + 0.5) / s * base
+    rows, cols = torch.meshgrid(centres, centres, indexing="ij")
+
+    def enc(x: torch.Tensor) -> torch.Tensor:
+        angles = x.reshape(-1, 1) * omega.view(1, -1)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    pe = torch.cat([enc(rows), enc(cols)], dim=1)
+    pe = nn.functional.pad(pe, (0, dim - pe.shape[1])) if pe.shape[1] < dim else pe[:, :dim]
+    return (pe / pe.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+
+
+@dataclass(frozen=True)
+class QueryLayout:
+    """Where everything sits inside the query block.
+
+    Attributes:
+        scales: the scales, in block order.
+        block_length: L_q = Σ (s² + 2).
+        query_slices: per scale, the slice of its s² queries inside the block.
+        positions: (3, L_q) M-RoPE (t, h, w) offsets relative to the block start.
+    """
+
+    scales: tuple[int, ...]
+    block_length: int
+    query_slices: tuple[slice, ...]
+    positions: torch.Tensor
+
+    @property
+    def num_queries(self) -> int:
+        return sum(s * s for s in self.scales)
+
+    @property
+    def query_index(self) -> torch.Tensor:
+        """(Σ s²,) indices of the query tokens (boundary tokens excluded) inside the block."""
+        return torch.cat([torch.arange(sl.start, sl.stop) for sl in self.query_slices])
+
+    def split(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Split (B, Σ s², D) query-only tokens into per-scale (B, s², D) chunks."""
+        return list(torch.split(tokens, [s * s for s in self.scales], dim=1))
+
+
+def build_layout(scales: Sequence[int], position_layout: str = "grid") -> QueryLayout:
+    """Lay out ``[START, Q (s²), END]`` per scale and give every token its M-RoPE offsets.
+
+    ``grid``: START at p; queries at (t, h, w) = (p+1, p+1+i, p+1+j); the cursor then advances by s (the
+    grid's extent, as Qwen-VL advances after an image); END at the cursor. ``row``: queries at p+1+k on all
+    three axes for k < s², the cursor advances by s².
+    """
+    if position_layout not in POSITION_LAYOUTS:
+        raise ConfigError(f"model.queries.position_layout={position_layout!r}: use one of {POSITION_LAYOUTS}.")
+    cols, slices, idx, cursor = [], [], 0, 0
+    for s in scales:
+        cols.append(torch.full((3, 1), cursor))  # START
+        cursor += 1
+        if position_layout == "grid":
+            i, j = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+            t = torch.full((s * s,), cursor)
+            cols.append(torch.stack([t, cursor + i.reshape(-1), cursor + j.reshape(-1)]))
+            cursor += s
+        else:
+            k = cursor + torch.arange(s * s)
+            cols.append(torch.stack([k, k, k]))
+            cursor += s * s
+        cols.append(torch.full((3, 1), cursor))  # END
+        cursor += 1
+        slices.append(slice(idx + 1, idx + 1 + s * s))
+        idx += s * s + 2
+    return QueryLayout(tuple(scales), idx, tuple(slices), torch.cat(cols, dim=1).long())
+
+
+class MultiScaleQueries(nn.Module):
+    """The learnable query block: per-scale queries, boundary tokens and grid encodings.
+
+    Args:
+        width: the MLLM hidden size d (read from the loaded MLLM, never restated in configs).
+        scales: e.g. ``[4, 8, 16]``; any list of distinct positive ints.
+        boundary / boundary_trainable / grid_encoding / position_layout / init_norm: see module docstring.
+        boundary_init: optional (start, end) embeddings, each (d,), to initialise the boundary tokens.
+        seed: seed of the query initialisation (keeps it independent of other modules' init order).
+    """
+
+    def __init__(
+        self,
+        width: int,
+        scales: Sequence[int] = (4, 8, 16),
+        boundary: str = "per_scale",
+        boundary_trainable: bool = True,
+        grid_encoding: str = "sincos",
+        grid_encoding_scale: float = 1.0,
+        position_layout: str = "grid",
+        init_norm: float = 1.0,
+        boundary_init: tuple[torch.Tensor, torch.Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.scales = validate_scales(scales)
+        if boundary not in BOUNDARY_MODES:
+            raise ConfigError(f"model.queries.boundary={boundary!r}: use one of {BOUNDARY_MODES}.")
+        if grid_encoding not in GRID_ENCODINGS:
+            raise ConfigError(f"model.queries.grid_encoding={grid_encoding!r}: use one of {GRID_ENCODINGS}.")
+        self.width = int(width)
+        self.boundary = boundary
+        self.layout = build_layout(self.scales, position_layout)
+        g = torch.Generator().manual_seed(seed)
+
+        # Eq. 1: one learnable tensor per scale, L2-normalised Gaussian rows (as released) × init_norm.
+        def unit_rows(n: int) -> torch.Tensor:
+            x = torch.randn(n, self.width, generator=g)
+            return x / x.norm(dim=-1, keepdim=True)
+
+        self.queries = nn.ParameterList([nn.Parameter(unit_rows(s * s) * init_norm) for s in self.scales])
+
+        # Eq. 2: boundary tokens. Initialised from the MLLM's own image-boundary embeddings when given:
+        # the frozen MLLM already knows those as "an image starts/ends here".
+        n_pairs = len(self.scales) if boundary == "per_scale" else 1
+        if boundary_init is not None:
+            start = boundary_init[0].float().view(1, -1).repeat(n_pairs, 1)
+            end = boundary_init[1].float().view(1, -1).repeat(n_pairs, 1)
+        else:
+            start, end = unit_rows(n_pairs) * init_norm, unit_rows(n_pairs) * init_norm
+        self.start = nn.Parameter(start, requires_grad=boundary_trainable)
+        self.end = nn.Parameter(end, requires_grad=boundary_trainable)
+
+        # Eq. 3: fixed grid encodings P_{s_k} (a buffer: derived from the config, not saved in checkpoints).
+        if grid_encoding == "sincos":
+            pe = torch.cat([sincos_grid_encoding(s, self.width) for s in self.scales]) * (grid_encoding_scale * init_norm)
+        else:
+            pe = torch.zeros(self.layout.num_queries, self.width)
+        self.register_buffer("grid_pe", pe, persistent=False)
+
+    @property
+    def num_queries(self) -> int:
+        return self.layout.num_queries
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        """The query block Z_input, (B, L_q, d), L_q = Σ (s² + 2), in the parameters' dtype."""
+        pes = torch.split(self.grid_pe, [s * s for s in self.scales])
+        parts = []
+        for k, (q, pe) in enumerate(zip(self.queries, pes)):
+            b = k if self.boundary == "per_scale" else 0
+            parts += [self.start[b : b + 1], q + pe, self.end[b : b + 1]]
+        block = torch.cat(parts, dim=0)
+        return block.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}, scales={list(self.scales)}, boundary={self.boundary}, block_length={self.layout.block_length}"
+
+
+def default_init_norm(value: float | str, mllm_embedding_norm: float) -> float:
+    """Resolve ``model.queries.init_norm``: a number, or ``embedding`` for the MLLM's mean embedding norm."""
+    if isinstance(value, str):
+        if value != "embedding":
+            raise ConfigError(f"model.queries.init_norm={value!r}: use a positive number or 'embedding'.")
+        return float(mllm_embedding_norm)
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"model.queries.init_norm={value}: must be positive.")
+    return value

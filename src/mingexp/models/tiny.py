@@ -1,0 +1,249 @@
+"""Tiny but real checkpoints in the standard formats, written in seconds.
+
+The tests and the toy world load these through exactly the code that loads the 7B recipe:
+
+* ``mllm/``: a ``Qwen2_5_VLForConditionalGeneration`` (``save_pretrained``, safetensors) with a working
+  byte-level BPE tokenizer (Qwen's special tokens, ids matching the model config), a Qwen-VL chat
+  template and a ``Qwen2VLImageProcessor`` config;
+* ``connector/``: a ``Qwen2ForCausalLM`` (the format of Qwen2.5-0.5B);
+* ``sana/transformer``: a diffusers ``SanaTransformer2DModel``; ``sana/vae``: a diffusers ``AutoencoderDC``.
+
+Usage: ``python -m mingexp.models.tiny OUT_DIR`` (or the functions below).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# The standard Qwen2-VL chat template (system default, image items as vision-start/pad/end).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Words the tokenizer learns merges for (any other text still encodes, byte by byte).
+_CORPUS = [
+    "You are a helpful assistant.",
+    "a photo of a red circle",
+    "a photo of an orange square and a yellow triangle",
+    "a photo of a green diamond left of a blue star",
+    "a photo of a purple cross right of a pink circle",
+    "a photo of a brown square above a black triangle",
+    "a photo of a white star below a red diamond",
+    "a photo of two circles",
+    "a photo of three stars",
+    "a photo of four squares",
+    "add a blue circle. remove the red star. make the square green. move the triangle to the left.",
+    "what colour is the circle? how many shapes are there? is the star left of the square?",
+    "describe the image. yes no one two three four five",
+    "render it as an outline. invert the colours. make it grayscale. pixelate it.",
+]
+
+
+def write_tiny_tokenizer(out: Path, corpus: Iterable[str] = (), vocab_size: int = 512):
+    """A byte-level BPE tokenizer with Qwen's special tokens and chat template; returns it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(_CORPUS) + list(corpus), trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    hf.save_pretrained(str(out))
+    return hf
+
+
+def write_tiny_mllm(
+    out: str | Path,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vision_depth: int = 2,
+    vision_hidden: int = 32,
+    patch_size: int = 8,
+    merge_size: int = 2,
+    min_pixels: int = 16 * 16,
+    max_pixels: int = 64 * 64,
+    corpus: Iterable[str] = (),
+    seed: int = 0,
+) -> Path:
+    """A tiny Qwen2.5-VL checkpoint (model, tokenizer, chat template, image processor) at ``out``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = write_tiny_tokenizer(out, corpus)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = hidden_size // num_heads
+    # M-RoPE splits head_dim/2 frequency pairs over (t, h, w), as [16, 24, 24] does for head_dim 128.
+    half = head_dim // 2
+    t_sec = half // 4
+    mrope = [t_sec, (half - t_sec) // 2, half - t_sec - (half - t_sec) // 2]
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_heads=2,
+            patch_size=patch_size,
+            spatial_merge_size=merge_size,
+            temporal_patch_size=2,
+            window_size=patch_size * merge_size * 2,
+            fullatt_block_indexes=[vision_depth - 1],
+            out_hidden_size=hidden_size,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(str(out), safe_serialization=True)
+    Qwen2VLImageProcessorPil(
+        patch_size=patch_size, merge_size=merge_size, temporal_patch_size=2, min_pixels=min_pixels, max_pixels=max_pixels
+    ).save_pretrained(str(out))
+    return out
+
+
+def write_tiny_qwen2(out: str | Path, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2, seed: int = 0) -> Path:
+    """A tiny ``Qwen2ForCausalLM`` (the connector's source format, like Qwen2.5-0.5B) at ``out``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out)
+    cfg = Qwen2Config(
+        vocab_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        Qwen2ForCausalLM(cfg).save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+TINY_SANA = dict(
+    in_channels=8,
+    out_channels=8,
+    num_attention_heads=2,
+    attention_head_dim=16,
+    num_layers=2,
+    num_cross_attention_heads=2,
+    cross_attention_head_dim=16,
+    cross_attention_dim=32,
+    caption_channels=48,
+    mlp_ratio=2.5,
+    sample_size=8,
+    patch_size=1,
+)
+
+TINY_DCAE = dict(
+    in_channels=3,
+    latent_channels=8,
+    attention_head_dim=8,
+    encoder_block_types=("ResBlock", "ResBlock"),
+    decoder_block_types=("ResBlock", "ResBlock"),
+    encoder_block_out_channels=(16, 32),
+    decoder_block_out_channels=(16, 32),
+    encoder_layers_per_block=(1, 1),
+    decoder_layers_per_block=(1, 1),
+    encoder_qkv_multiscales=((), ()),
+    decoder_qkv_multiscales=((), ()),
+    decoder_norm_types="rms_norm",
+    decoder_act_fns="silu",
+    scaling_factor=0.5,
+)
+
+
+def write_tiny_sana(out: str | Path, seed: int = 0, **overrides) -> Path:
+    """A diffusers-format SANA folder at ``out``: ``transformer/`` and ``vae/`` (DC-AE), as the hub layout."""
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+
+    out = Path(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        SanaTransformer2DModel(**{**TINY_SANA, **overrides}).save_pretrained(str(out / "transformer"))
+        AutoencoderDC(**TINY_DCAE).save_pretrained(str(out / "vae"))
+    return out
+
+
+def write_all(out: str | Path) -> dict[str, Path]:
+    """Every tiny checkpoint under ``out``: ``mllm/``, ``connector/``, ``sana/{transformer,vae}``."""
+    out = Path(out)
+    return {
+        "mllm": write_tiny_mllm(out / "mllm"),
+        "connector": write_tiny_qwen2(out / "connector"),
+        "sana": write_tiny_sana(out / "sana"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder to write mllm/, connector/ and sana/ into")
+    args = parser.parse_args(argv)
+    for name, path in write_all(args.out).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

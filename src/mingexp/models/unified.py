@@ -1,0 +1,326 @@
+"""The unified model: frozen MLLM → multi-scale queries → connector → SANA DiT (Ming-Lite-Uni, Fig. 2).
+
+Data flow with tensor shapes (B images, prompt of L_p tokens, scales S = [4, 8, 16], real sizes in brackets):
+
+    prompt text + images ──MLLMProcessor──► input_ids (B, L_p), pixel_values, image_grid_thw
+    MultiScaleQueries ─────────────────────► Z_input (B, L_q, d)        L_q = Σ(s²+2) = 342, d = 3584
+    FrozenMLLM(prompt ⊕ Z_input) ──────────► H (B, L_q, d) → queries only (B, Σs², d) = (B, 336, 3584)
+    Connector (bidirectional Qwen2) ───────► {s: (B, s², C_cap)}         C_cap = 2304 (SANA caption ch.)
+    caption tokens c ──────────────────────► (B, T, C_cap)               T = 336 (all) or 256 (finest)
+    image (B, 3, H, W) ─VAE (frozen)───────► x_0 (B, C_lat, H/f, W/f)    (B, 32, 16, 16) at 512 px, f = 32
+    x_t = (1−σ)x_0 + σε ─SANA DiT(x_t, σ·1000, c)──► v̂ (B, C_lat, H/f, W/f)
+    L = ‖v̂ − (ε − x_0)‖² + λ·Σ_s L_align^s       (DiT block `layer` → pooled s×s → head ≈ target_s)
+
+Sampling runs the same condition path once, then one Euler flow pass with guidance batched in one DiT
+forward per step, then the VAE decoder. ``chat`` answers questions with the frozen MLLM alone.
+
+Trainable: queries (+ boundary tokens), connector, DiT, alignment head. Frozen: MLLM, VAE. The module is
+single-device PyTorch; precision, compilation, checkpointing and sharding are applied by the trainer.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from torch import nn
+
+from mingexp.diffusion.flow import ConditionDropout, FlowMatching
+from mingexp.diffusion.sampler import FlowSampler
+from mingexp.errors import ConfigError
+from mingexp.models.align import ALIGN_TARGETS, MultiScaleAlignment
+from mingexp.models.connector import Connector
+from mingexp.models.dit import BlockTap, dit_width, num_blocks
+from mingexp.models.mllm import FrozenMLLM
+from mingexp.models.processor import MLLMInputs
+from mingexp.models.queries import MultiScaleQueries, default_init_norm
+
+
+@dataclass
+class Condition:
+    """What the condition path produces for a batch.
+
+    Attributes:
+        tokens: (B, T, C_cap) the DiT's cross-attention tokens.
+        per_scale: {s: (B, s², C_cap)} connector outputs of every scale.
+        mllm: {s: (B, s², d)} MLLM hidden states of every scale's queries.
+    """
+
+    tokens: torch.Tensor
+    per_scale: dict[int, torch.Tensor]
+    mllm: dict[int, torch.Tensor]
+
+
+@dataclass
+class ModelOutput:
+    """Loss of one training step and its terms (``flow``, ``align/s{s}``, ``align``), plus the dropped rows."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    dropped: torch.Tensor | None = None
+
+
+def _randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    # Noise from an explicit CPU generator when given (reproducible on any device), else on the device.
+    if generator is not None:
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+    return torch.randn(shape, device=device, dtype=dtype)
+
+
+class UnifiedModel(nn.Module):
+    """Frozen MLLM + learnable multi-scale queries + connector + DiT (+ alignment head).
+
+    Build it with :func:`build_model` (what ``model=toy`` / ``model=ming_lite_uni`` instantiate), which
+    derives every width from the loaded parts.
+    """
+
+    def __init__(
+        self,
+        mllm: FrozenMLLM,
+        queries: MultiScaleQueries,
+        connector: Connector,
+        dit: nn.Module,
+        vae: nn.Module,
+        flow: FlowMatching,
+        sampler: FlowSampler,
+        cond_dropout: ConditionDropout,
+        align: MultiScaleAlignment | None = None,
+        align_weight: float = 0.0,
+        align_layer: int | None = None,
+        align_target: str = "connector",
+    ) -> None:
+        super().__init__()
+        self.mllm, self.queries, self.connector, self.dit, self.vae = mllm, queries, connector, dit, vae
+        self.flow, self.sampler, self.cond_dropout = flow, sampler, cond_dropout
+        self.align = align
+        self.align_weight = float(align_weight)
+        self.align_target = align_target
+        # The tap is a forward hook on one DiT block; it exists only when alignment is on.
+        self._tap = BlockTap(dit, align_layer) if align is not None else None
+
+    # ------------------------------------------------------------------ groups
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by component (separate learning rates live in the optimizer config)."""
+        groups = {
+            "queries": [p for p in self.queries.parameters() if p.requires_grad],
+            "connector": [p for p in self.connector.parameters() if p.requires_grad],
+            "dit": [p for p in self.dit.parameters() if p.requires_grad],
+        }
+        if self.align is not None:
+            groups["align"] = [p for p in self.align.parameters() if p.requires_grad]
+        return groups
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.queries.parameters()).device
+
+    # -------------------------------------------------------------- condition
+    def encode(self, inputs: MLLMInputs) -> Condition:
+        """The condition path: prompt + query block → MLLM → connector."""
+        layout = self.queries.layout
+        # 1. the learnable query block Z_input (eqs. 1–3): (B, L_q, d)
+        block = self.queries(inputs.batch_size)
+        # 2. frozen MLLM over prompt ⊕ block, hidden states at the block: (B, L_q, d)
+        h = self.mllm(inputs, block, layout.positions)
+        # 3. keep the queries, drop the boundary tokens: (B, Σs², d)
+        hq = h[:, layout.query_index.to(h.device)]
+        # 4. connector → caption tokens per scale {s: (B, s², C_cap)}, and the DiT's token set (B, T, C_cap)
+        per_scale = self.connector(hq)
+        return Condition(self.connector.dit_condition(per_scale), per_scale, dict(zip(layout.scales, layout.split(hq))))
+
+    def null_tokens(self, like: torch.Tensor) -> torch.Tensor:
+        """The null condition, (1, T, C_cap): the MLLM on an empty prompt (``empty_prompt``) or zeros."""
+        if self.cond_dropout.null_condition == "zeros":
+            return torch.zeros_like(like[:1])
+        empty = self.mllm.processor([""]).to(like.device)
+        return self.encode(empty).tokens
+
+    # ---------------------------------------------------------------- training
+    def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """DiT velocity prediction v̂(x_t, t, c): (B, C_lat, h, w)."""
+        return self.dit(hidden_states=x_t, encoder_hidden_states=cond, timestep=timestep, return_dict=False)[0]
+
+    def forward(self, inputs: MLLMInputs, images: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
+        """One training step's loss.
+
+        Args:
+            inputs: tokenised prompts (the text, plus the source image for editing / style / recon).
+            images: (B, 3, H, W) target images in [-1, 1].
+            generator: optional CPU generator for dropout, σ and noise (reproducible steps).
+        """
+        B, device = images.shape[0], images.device
+        # 1. condition, with classifier-free-guidance dropout of whole rows
+        cond = self.encode(inputs)
+        dropped = self.cond_dropout.sample(B, generator).to(device)
+        tokens = cond.tokens
+        if dropped.any():
+            tokens = torch.where(dropped.view(-1, 1, 1), self.null_tokens(tokens).expand_as(tokens), tokens)
+        # 2. clean latents from the frozen VAE: (B, C_lat, h, w)
+        x0 = self.vae.encode(images)
+        # 3. noise level, noise, interpolant and velocity target
+        sigma = self.flow.sample_sigmas(B, generator, device)
+        noise = _randn(x0.shape, generator, device, x0.dtype)
+        x_t = self.flow.interpolate(x0, noise, sigma)
+        target = self.flow.target(x0, noise)
+        # 4. DiT prediction (tapping the alignment block when alignment is on)
+        if self._tap is None:
+            pred = self.denoise(x_t, tokens, self.flow.timesteps(sigma))
+        else:
+            with self._tap.capture() as tap:
+                pred = self.denoise(x_t, tokens, self.flow.timesteps(sigma))
+        # 5. losses
+        terms = {"flow": self.flow.loss(pred, target)}
+        loss = terms["flow"]
+        if self.align is not None:
+            p = self.dit.config.patch_size
+            grid = (x0.shape[-2] // p, x0.shape[-1] // p)
+            targets = cond.per_scale if self.align_target == "connector" else cond.mllm
+            per_scale = self.align(tap.value, grid, semantic_targets=targets, flow_target=target, keep=(~dropped).float())
+            for s, value in per_scale.items():
+                terms[f"align/s{s}"] = value
+            terms["align"] = torch.stack(list(per_scale.values())).sum()
+            loss = loss + self.align_weight * terms["align"]
+        return ModelOutput(loss, terms, dropped)
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        inputs: MLLMInputs,
+        height: int,
+        width: int,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """Images (B, 3, height, width) in [0, 1] for tokenised prompts: one diffusion pass per image."""
+        f, p = self.vae.spatial_factor, self.dit.config.patch_size
+        if height % (f * p) or width % (f * p):
+            raise ValueError(f"height and width must be multiples of {f * p} (VAE factor {f} × DiT patch {p}); got {height}×{width}.")
+        cond = self.encode(inputs).tokens
+        w = self.sampler.guidance_scale if guidance_scale is None else guidance_scale
+        null = self.null_tokens(cond) if w != 1.0 else None
+        shape = (cond.shape[0], self.dit.config.in_channels, height // f, width // f)
+        latents = self.sampler(self.denoise, cond, null, shape, generator=generator, steps=steps, guidance_scale=w)
+        return ((self.vae.decode(latents).float() + 1) / 2).clamp(0, 1)
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        images: Sequence[Sequence[Image.Image]] | None = None,
+        num_images: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int = 0,
+    ) -> list[Image.Image]:
+        """PIL images for prompts (and optional input images per prompt); image k of the call uses seed + k."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        images = images if images is not None else [[] for _ in prompts]
+        prompts = [p for p in prompts for _ in range(num_images)]
+        images = [list(ims) for ims in images for _ in range(num_images)]
+        size = self.default_size()
+        inputs = self.mllm.processor(prompts, images).to(self.device)
+        gens = [torch.Generator().manual_seed(seed + k) for k in range(len(prompts))]
+        out = self.sample(inputs, height or size, width or size, steps=steps, guidance_scale=guidance_scale, generator=gens)
+        return [to_pil(x) for x in out]
+
+    def default_size(self) -> int:
+        """The DiT's native resolution in pixels (sample_size × VAE factor)."""
+        return int(self.dit.config.sample_size * self.vae.spatial_factor)
+
+    # ----------------------------------------------------------- understanding
+    def chat(self, images, text: str, max_new_tokens: int = 64, **kwargs) -> str:
+        """Answer a question about images with the frozen MLLM (understanding is untouched by training)."""
+        return self.mllm.chat(images, text, max_new_tokens=max_new_tokens, **kwargs)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] → PIL RGB, quantised to uint8."""
+    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+# --------------------------------------------------------------------- builder
+def _section(fn: Callable, cfg: Mapping[str, Any] | None, key: str, **derived) -> Any:
+    """Call ``fn(**cfg, **derived)``, turning unknown keys into an error that names ``key`` and the valid ones."""
+    cfg = dict(cfg or {})
+    params = inspect.signature(fn).parameters
+    unknown = sorted(set(cfg) - set(params))
+    if unknown:
+        valid = sorted(k for k in params if k not in derived and k not in ("self", "cls"))
+        raise ConfigError(f"{key}: unknown key(s) {unknown}; valid keys: {valid}.")
+    return fn(**cfg, **derived)
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def build_model(
+    mllm: FrozenMLLM,
+    dit: nn.Module,
+    vae: nn.Module,
+    flow: FlowMatching,
+    sampler: FlowSampler,
+    cond_dropout: ConditionDropout,
+    queries: Mapping[str, Any] | None = None,
+    connector: Mapping[str, Any] | None = None,
+    align: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> UnifiedModel:
+    """Assemble a :class:`UnifiedModel`, deriving every width from the loaded parts.
+
+    ``mllm``, ``dit``, ``vae``, ``flow``, ``sampler`` and ``cond_dropout`` arrive instantiated (their
+    ``_target_`` in ``conf/model/``); ``queries``, ``connector`` and ``align`` are option dicts whose
+    widths follow from the others, so they are built here. Fails before any step on incompatible widths.
+    """
+    queries, connector, align = _plain(queries) or {}, dict(_plain(connector) or {}), dict(_plain(align) or {})
+    # 1. widths the checkpoints dictate
+    d_mllm = mllm.hidden_size
+    caption = int(dit.config.caption_channels)
+    for name in ("in_channels", "out_channels"):
+        got = int(getattr(dit.config, name) or dit.config.in_channels)
+        if got != vae.latent_channels:
+            raise ConfigError(
+                f"model.dit {name}={got} but the VAE (model.vae) has {vae.latent_channels} latent channels: "
+                "point model.dit and model.vae at matching checkpoints (or fix model.dit.config)."
+            )
+    # The parts built here get their own seeded RNG, so their init does not depend on what was built before
+    # and the caller's RNG is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # 2. queries at the MLLM width, boundary tokens from the MLLM's own image-boundary embeddings
+        init_norm = default_init_norm(queries.pop("init_norm", "embedding"), mllm.mean_embedding_norm())
+        q = _section(
+            MultiScaleQueries, queries, "model.queries", width=d_mllm, init_norm=init_norm, boundary_init=mllm.boundary_embeddings(), seed=seed
+        )
+        # 3. connector: MLLM width → DiT caption channels
+        declared = connector.pop("out_width", None)
+        conn = _section(Connector.build, connector, "model.connector", in_width=d_mllm, out_width=caption, layout=q.layout, declared_out_width=declared)
+        # 4. alignment head (nothing at all when the weight is 0)
+        weight = float(align.pop("weight", 0.0))
+        layer = align.pop("layer", None)
+        layer = num_blocks(dit) // 2 if layer is None else int(layer)
+        target = align.pop("target", "connector")
+        if target not in ALIGN_TARGETS:
+            raise ConfigError(f"model.align.target={target!r}: use one of {ALIGN_TARGETS}.")
+        head = None
+        if weight < 0:
+            raise ConfigError(f"model.align.weight={weight}: must be ≥ 0 (0 turns alignment off).")
+        if weight > 0:
+            if not 0 <= layer < num_blocks(dit):
+                raise ConfigError(f"model.align.layer={layer} is outside the DiT, which has {num_blocks(dit)} blocks (valid: 0..{num_blocks(dit) - 1}).")
+            mode = align.get("mode", "semantic")
+            p = int(dit.config.patch_size)
+            target_width = (caption if target == "connector" else d_mllm) if mode == "semantic" else vae.latent_channels * p * p
+            head = _section(MultiScaleAlignment, align, "model.align", dit_width=dit_width(dit), target_width=target_width, scales=q.scales, patch_size=p)
+    return UnifiedModel(
+        mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, align_weight=weight, align_layer=layer, align_target=target
+    )

@@ -1,0 +1,27 @@
+"""Small helpers shared across sub-packages."""
+
+from __future__ import annotations
+
+import torch
+
+from mingexp.errors import ConfigError
+
+_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(name: str | torch.dtype, key: str = "dtype") -> torch.dtype:
+    """Map a config string (``bf16``, ``float32``...) to a torch dtype."""
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return _DTYPES[str(name).lower()]
+    except KeyError:
+        raise ConfigError(f"{key}={name!r} is not a dtype; use one of {sorted(_DTYPES)}.") from None
