@@ -110,3 +110,31 @@ def test_save_pretrained_round_trip(tiny_dir, tmp_path, mllm):
     inputs = mllm.processor(["a photo of a red circle"])
     assert torch.equal(mllm(inputs, q(1), q.layout.positions), again(inputs, q(1), q.layout.positions))
     assert again.processor.tokenizer("a photo")["input_ids"] == mllm.processor.tokenizer("a photo")["input_ids"]
+
+
+def test_qwen2_vl_is_accepted_through_the_same_path(tmp_path):
+    from mingexp.models.tiny import write_tiny_mllm
+
+    m = FrozenMLLM.from_pretrained(write_tiny_mllm(tmp_path / "q2vl", family="qwen2_vl"))
+    assert m.model.config.model_type == "qwen2_vl"
+    q = MultiScaleQueries(m.hidden_size, [2, 3])
+    inputs = m.processor(["what is <image>?", "a photo"], [[rgb(32, 24)], []])
+    probe = torch.randn(2, q.layout.block_length, m.hidden_size)
+    h_full, g_full = forward_and_grads(m, q, inputs, probe, prefix_cache=False)
+    h_cache, g_cache = forward_and_grads(m, q, inputs, probe, prefix_cache=True)
+    assert rel(h_cache, h_full) < 1e-5 and all(rel(a, b) < 1e-5 for a, b in zip(g_cache, g_full))
+
+
+def test_pickled_weights_are_never_loaded(tmp_path):
+    """A checkpoint holding only pytorch_model.bin (pickle) is refused: safetensors only."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from mingexp.models.connector import Connector
+    from mingexp.models.queries import build_layout
+
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    folder = tmp_path / "pickled"
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")  # a legacy pickled checkpoint
+    with pytest.raises(OSError):
+        Connector.build(in_width=8, out_width=8, layout=build_layout([2]), path=tmp_path / "pickled")

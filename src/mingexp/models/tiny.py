@@ -103,9 +103,17 @@ def write_tiny_mllm(
     max_pixels: int = 64 * 64,
     corpus: Iterable[str] = (),
     seed: int = 0,
+    family: str = "qwen2_5_vl",
 ) -> Path:
-    """A tiny Qwen2.5-VL checkpoint (model, tokenizer, chat template, image processor) at ``out``."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    """A tiny Qwen2.5-VL (or, ``family="qwen2_vl"``, Qwen2-VL) checkpoint at ``out``: model, tokenizer,
+    chat template, image processor."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +124,35 @@ def write_tiny_mllm(
     half = head_dim // 2
     t_sec = half // 4
     mrope = [t_sec, (half - t_sec) // 2, half - t_sec - (half - t_sec) // 2]
-    config = Qwen2_5_VLConfig(
+    if family == "qwen2_5_vl":
+        config_cls, model_cls = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        vision = dict(
+            depth=vision_depth,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2,
+            num_heads=2,
+            patch_size=patch_size,
+            spatial_merge_size=merge_size,
+            temporal_patch_size=2,
+            window_size=patch_size * merge_size * 2,
+            fullatt_block_indexes=[vision_depth - 1],
+            out_hidden_size=hidden_size,
+        )
+    elif family == "qwen2_vl":
+        config_cls, model_cls = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+        vision = dict(
+            depth=vision_depth,
+            embed_dim=vision_hidden,
+            hidden_size=hidden_size,
+            mlp_ratio=2,
+            num_heads=2,
+            patch_size=patch_size,
+            spatial_merge_size=merge_size,
+            temporal_patch_size=2,
+        )
+    else:
+        raise ValueError(f"family={family!r}: use qwen2_5_vl or qwen2_vl")
+    config = config_cls(
         text_config=dict(
             vocab_size=len(tok),
             hidden_size=hidden_size,
@@ -130,18 +166,7 @@ def write_tiny_mllm(
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
         ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=vision_hidden,
-            intermediate_size=vision_hidden * 2,
-            num_heads=2,
-            patch_size=patch_size,
-            spatial_merge_size=merge_size,
-            temporal_patch_size=2,
-            window_size=patch_size * merge_size * 2,
-            fullatt_block_indexes=[vision_depth - 1],
-            out_hidden_size=hidden_size,
-        ),
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -152,7 +177,7 @@ def write_tiny_mllm(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model = model_cls(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(str(out), safe_serialization=True)
