@@ -47,12 +47,14 @@ class MLLMInputs:
         attention_mask: (B, L) long, 0 on left padding
         pixel_values:   (P, C·T·p·p) float, the image processor's flattened patches of every image, or None
         image_grid_thw: (I, 3) long, (t, h, w) patch grid of every image in batch order, or None
+        labels:         (B, L) long, answer token ids and -100 elsewhere (understanding data), or None
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -60,7 +62,9 @@ class MLLMInputs:
 
     def to(self, device: torch.device | str) -> "MLLMInputs":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return MLLMInputs(move(self.input_ids), move(self.attention_mask), move(self.pixel_values), move(self.image_grid_thw))
+        return MLLMInputs(
+            move(self.input_ids), move(self.attention_mask), move(self.pixel_values), move(self.image_grid_thw), move(self.labels)
+        )
 
 
 class MLLMProcessor:
@@ -89,6 +93,7 @@ class MLLMProcessor:
             raise ConfigError(f"the MLLM tokenizer lacks the Qwen-VL special tokens {missing}; is model.mllm.path a Qwen2(.5)-VL checkpoint?")
         self.image_pad_id = vocab[IMAGE_PAD]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.end_of_turn = "<|im_end|>"
 
     @classmethod
     def from_pretrained(
@@ -155,8 +160,12 @@ class MLLMProcessor:
         return image
 
     # ------------------------------------------------------------- one sample
-    def encode(self, prompt: str, images: Sequence[Image.Image] = ()) -> dict:
-        """Tokenise one prompt with its images. Returns ``input_ids`` (list), ``pixel_values``, ``image_grid_thw``."""
+    def encode(self, prompt: str, images: Sequence[Image.Image] = (), answer: str | None = None) -> dict:
+        """Tokenise one prompt with its images. Returns ``input_ids`` (list), ``pixel_values``, ``image_grid_thw``.
+
+        With ``answer`` (understanding data) the assistant's answer and end-of-turn token follow the prompt,
+        and ``labels`` (list) holds their ids with -100 on every prompt position.
+        """
         images = list(images or [])
         text = self.chat_text(prompt, len(images))
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -177,7 +186,12 @@ class MLLMProcessor:
                 else:
                     expanded.append(i)
             ids = expanded
-        return {"input_ids": ids, "pixel_values": pixel_values, "image_grid_thw": grid}
+        out = {"input_ids": ids, "pixel_values": pixel_values, "image_grid_thw": grid}
+        if answer is not None:
+            reply = self.tokenizer(answer + self.end_of_turn, add_special_tokens=False)["input_ids"]
+            out["labels"] = [-100] * len(ids) + reply
+            out["input_ids"] = ids + reply
+        return out
 
     def collate(self, encoded: Sequence[dict]) -> MLLMInputs:
         """Left-pad a list of :meth:`encode` outputs into one :class:`MLLMInputs`."""
@@ -190,9 +204,15 @@ class MLLMProcessor:
             n = len(e["input_ids"])
             ids[r, length - n :] = torch.tensor(e["input_ids"], dtype=torch.long)
             mask[r, length - n :] = 1
+        labels = None
+        if any("labels" in e for e in encoded):
+            labels = torch.full((len(encoded), length), -100, dtype=torch.long)
+            for r, e in enumerate(encoded):
+                if "labels" in e:
+                    labels[r, length - len(e["labels"]) :] = torch.tensor(e["labels"], dtype=torch.long)
         pvs = [e["pixel_values"] for e in encoded if e["pixel_values"] is not None]
         grids = [e["image_grid_thw"] for e in encoded if e["image_grid_thw"] is not None]
-        return MLLMInputs(ids, mask, torch.cat(pvs) if pvs else None, torch.cat(grids) if grids else None)
+        return MLLMInputs(ids, mask, torch.cat(pvs) if pvs else None, torch.cat(grids) if grids else None, labels)
 
     def __call__(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]] | None = None) -> MLLMInputs:
         """Encode and collate a batch. ``images[i]`` is the (possibly empty) list of images of prompt i."""

@@ -1,0 +1,201 @@
+"""``WebDataModule``: weighted mixtures of WebDataset sources streamed straight into training.
+
+``data.sources`` is a list of ``{urls, task, weight, name?}``: ``urls`` a brace pattern, glob, list of
+local paths, or any URL webdataset opens (``pipe:`` commands, http, s3 through ``pipe:``); ``task`` one
+of t2i / recon / edit / style / vqa (schemas in :mod:`mingexp.data.tasks`). The pipeline's stages are in
+:mod:`mingexp.data.wds`.
+
+Determinism and resume: every random choice (shard order, shuffle buffer, source mixing) is seeded from
+``(seed, samples seen, rank, worker, source)``. The data position (seed, epoch, samples seen) is saved
+with the trainer's checkpoint (``state_dict``); a resumed run re-seeds from the samples it had seen, so
+it continues with new samples instead of replaying the start of the stream.
+
+Skipped samples are counted per reason and source in the workers, shipped with each batch and summed
+here (:attr:`WebDataModule.skipped`), for the trainer to log as ``data/skipped/<reason>/<source>``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any, Callable, Mapping, Sequence
+
+import lightning as L
+import webdataset as wds
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.utils.data import IterableDataset
+
+from mingexp.data.batch import Batch
+from mingexp.data.tasks import DEFAULT_MAX_PIXELS, GENERATION_TASKS, TASKS
+from mingexp.data.wds import DiTTransform, SkipCounter, SourceSpec, batch_by_shape, encode_samples, expand_urls, source_samples, stream_seed, weighted_mix
+from mingexp.errors import ConfigError
+from mingexp.models.processor import DEFAULT_SYSTEM_PROMPT, MLLMProcessor
+
+
+def parse_sources(sources: Sequence[Mapping[str, Any]], key: str = "data.sources") -> list[SourceSpec]:
+    """Validate ``data.sources`` and expand every URL pattern (fails on a pattern that matches nothing)."""
+    if isinstance(sources, (DictConfig, ListConfig)):
+        sources = OmegaConf.to_container(sources, resolve=True)
+    if not sources:
+        raise ConfigError(f"{key} is empty: give at least one {{urls, task, weight}}.")
+    specs = []
+    for i, src in enumerate(sources):
+        where = f"{key}[{i}]"
+        if not isinstance(src, Mapping) or "urls" not in src or "task" not in src:
+            raise ConfigError(f"{where} must be a mapping with 'urls' and 'task' (and optionally 'weight', 'name'); got {src!r}.")
+        unknown = set(src) - {"urls", "task", "weight", "name"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: urls, task, weight, name.")
+        if src["task"] not in TASKS:
+            raise ConfigError(f"{where}.task={src['task']!r}: use one of {TASKS}.")
+        weight = float(src.get("weight", 1.0))
+        if weight <= 0:
+            raise ConfigError(f"{where}.weight={weight}: must be positive.")
+        name = str(src.get("name") or f"{src['task']}{i}")
+        specs.append(SourceSpec(tuple(expand_urls(src["urls"], f"{where}.urls")), src["task"], weight, name))
+    kinds = {s.task in GENERATION_TASKS for s in specs}
+    if len(kinds) > 1:
+        raise ConfigError(f"{key} mixes vqa with generation tasks: understanding batches carry no target image; use separate datamodules.")
+    return specs
+
+
+class MixtureDataset(IterableDataset):
+    """The whole pipeline of one (rank, worker): yields :class:`Batch` objects (batching happens here)."""
+
+    def __init__(
+        self,
+        specs: list[SourceSpec],
+        processor: MLLMProcessor,
+        transform: DiTTransform,
+        batch_size: int,
+        seed: int,
+        resampled: bool,
+        max_pixels: int,
+        recon_prompt: str,
+    ) -> None:
+        super().__init__()
+        self.specs, self.processor, self.transform = specs, processor, transform
+        self.batch_size, self.seed, self.resampled = batch_size, seed, resampled
+        self.max_pixels, self.recon_prompt = max_pixels, recon_prompt
+        # Samples seen when the current iteration started; set by the datamodule in the main process
+        # before each epoch's workers start, so every epoch and every resume draws a new stream.
+        self.offset = 0
+
+    def __iter__(self):
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        counter = SkipCounter()
+        streams = [
+            source_samples(
+                spec,
+                counter,
+                seed=stream_seed(self.seed, self.offset, rank, worker, i),
+                resampled=self.resampled,
+                max_pixels=self.max_pixels,
+                recon_prompt=self.recon_prompt,
+            )
+            for i, spec in enumerate(self.specs)
+        ]
+        mixed = weighted_mix(streams, [s.weight for s in self.specs], random.Random(stream_seed(self.seed, self.offset, rank, worker, -1)))
+        rows = encode_samples(mixed, self.processor, self.transform)
+        yield from batch_by_shape(rows, self.batch_size, self.processor, counter, partial=not self.resampled)
+
+
+class WebDataModule(L.LightningDataModule):
+    """Streams a weighted mixture of WebDataset sources as :class:`~mingexp.data.batch.Batch` objects.
+
+    Args:
+        sources: ``[{urls, task, weight, name}]``.
+        processor_path: the MLLM checkpoint folder whose tokenizer / image processor run in the workers.
+        batch_size: rows per batch (per device).
+        num_workers: DataLoader worker processes.
+        resolution: the DiT-side target size (square, or the base size of the aspect buckets).
+        buckets: SANA/PixArt aspect-ratio buckets instead of square centre crops.
+        bucket_multiple: bucket sides are multiples of this (VAE factor × DiT patch).
+        seed: data seed.
+        resampled: infinite resampled streams (training) or one pass with node/worker split.
+        epoch_batches: batches per epoch (``with_epoch``) for resampled streams.
+        max_pixels: decompression-bomb cap per image.
+        recon_prompt: text accompanying reconstruction inputs.
+        system_prompt / image_size: the MLLM processor's options (as ``model.mllm``).
+        prepare: optional callable run once by ``prepare_data`` (e.g. generating the shapes world).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Mapping[str, Any]],
+        processor_path: str,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        resolution: int = 512,
+        buckets: bool = False,
+        bucket_multiple: int = 32,
+        seed: int = 0,
+        resampled: bool = True,
+        epoch_batches: int = 1000,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        recon_prompt: str = "",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        image_size: int | None = None,
+        prepare: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size}: must be ≥ 1.")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers}: must be ≥ 0.")
+        self.sources_cfg = sources
+        self.processor_path, self.system_prompt, self.image_size = processor_path, system_prompt, image_size
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.transform = DiTTransform(resolution, buckets, bucket_multiple)
+        self.seed, self.resampled, self.epoch_batches = int(seed), bool(resampled), int(epoch_batches)
+        self.max_pixels, self.recon_prompt = int(max_pixels), recon_prompt
+        self.prepare = prepare
+        self.samples_seen = 0
+        self.epoch = 0
+        self.skipped: Counter[str] = Counter()
+        self.specs: list[SourceSpec] | None = None
+        self.dataset: MixtureDataset | None = None
+
+    # ------------------------------------------------------------------ setup
+    def prepare_data(self) -> None:
+        if self.prepare is not None:
+            self.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        from mingexp.errors import checkpoint_dir
+
+        self.specs = parse_sources(self.sources_cfg)
+        folder = checkpoint_dir(self.processor_path, "data.processor_path", "the MLLM checkpoint (tokenizer + image processor)")
+        processor = MLLMProcessor.from_pretrained(folder, system_prompt=self.system_prompt, image_size=self.image_size)
+        self.dataset = MixtureDataset(
+            self.specs, processor, self.transform, self.batch_size, self.seed, self.resampled, self.max_pixels, self.recon_prompt
+        )
+        self.dataset.offset = self.samples_seen
+
+    def train_dataloader(self):
+        if self.dataset is None:
+            self.setup("fit")
+        loader = wds.WebLoader(self.dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
+        return loader.with_epoch(nbatches=self.epoch_batches) if self.resampled else loader
+
+    # ------------------------------------------------------- position and counts
+    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        if isinstance(batch, Batch):
+            self.samples_seen += len(batch)
+            self.skipped.update(batch.skipped)
+            if self.dataset is not None:
+                self.dataset.offset = self.samples_seen
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "epoch": self.epoch, "samples_seen": self.samples_seen, "skipped": dict(self.skipped)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.seed = int(state.get("seed", self.seed))
+        self.epoch = int(state.get("epoch", 0))
+        self.samples_seen = int(state.get("samples_seen", 0))
+        self.skipped = Counter(state.get("skipped", {}))
+        if self.dataset is not None:
+            self.dataset.seed, self.dataset.offset = self.seed, self.samples_seen

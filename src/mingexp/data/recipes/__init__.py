@@ -1,0 +1,1 @@
+"""Converters from the public datasets' published formats into mingexp's shard layouts (see data_recipes/)."""

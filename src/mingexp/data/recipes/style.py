@@ -1,0 +1,94 @@
+"""Style shards from an image folder tree (WikiArt's ``<style>/<artist>_<title>.jpg``) or a paired table.
+
+* ``folder``: every image under ``<root>/<style>/`` becomes a style sample with no content image: the
+  stylised image as target and "a painting in the style of <style>" as the instruction (text-only
+  stylised generation); artist and title (from ``artist_title``) go to the metadata.
+* ``pairs``: a parquet / CSV table (StyleBooth-like) with a content image, a style instruction and the
+  stylised image per row (column names are arguments; image cells are bytes, HF image structs or paths).
+
+    python -m mingexp.data.recipes.style folder wikiart/ --out shards/wikiart
+    python -m mingexp.data.recipes.style pairs stylebooth.parquet --out shards/stylebooth --content content --instruction style --stylised target
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+from mingexp.data.recipes._io import image_bytes, image_ext, read_parquet, shard_writer
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def style_name(folder: str) -> str:
+    return folder.replace("_", " ").replace("-", " ").strip().lower()
+
+
+def convert_folder(root: str | Path, out: str | Path, template: str = "a painting in the style of {style}", shard_size: int = 1000) -> Counter:
+    root = Path(root)
+    counts: Counter = Counter()
+    files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{root}: no <style>/<image> files found")
+    with shard_writer(out, shard_size) as sink:
+        for i, path in enumerate(files):
+            style = style_name(path.parent.name)
+            artist, _, title = path.stem.partition("_")
+            data = path.read_bytes()
+            text = template.format(style=style)
+            meta = {"style": style, "artist": artist.replace("-", " "), "title": title.replace("-", " "), "instruction": text}
+            sink.write({"__key__": f"s{i:09d}", f"tgt.{image_ext(data)}": data, "txt": text, "json": json.dumps(meta)})
+            counts["written"] += 1
+            counts[f"style/{style}"] += 1
+    return counts
+
+
+def convert_pairs(table: str | Path, out: str | Path, content: str, instruction: str, stylised: str, shard_size: int = 1000) -> Counter:
+    table = Path(table)
+    if table.suffix == ".csv":
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = read_parquet(table)
+    counts: Counter = Counter()
+    with shard_writer(out, shard_size) as sink:
+        for i, row in enumerate(rows):
+            src, tgt = image_bytes(row.get(content), table.parent), image_bytes(row.get(stylised), table.parent)
+            text = str(row.get(instruction) or "").strip()
+            if src is None or tgt is None:
+                counts["missing_image"] += 1
+                continue
+            if not text:
+                counts["empty_instruction"] += 1
+                continue
+            sink.write({"__key__": f"p{i:09d}", f"src.{image_ext(src)}": src, f"tgt.{image_ext(tgt)}": tgt, "txt": text,
+                        "json": json.dumps({"instruction": text})})
+            counts["written"] += 1
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("folder")
+    f.add_argument("root")
+    f.add_argument("--out", required=True)
+    f.add_argument("--template", default="a painting in the style of {style}")
+    q = sub.add_parser("pairs")
+    q.add_argument("table")
+    q.add_argument("--out", required=True)
+    q.add_argument("--content", default="content")
+    q.add_argument("--instruction", default="instruction")
+    q.add_argument("--stylised", default="stylised")
+    args = p.parse_args(argv)
+    if args.cmd == "folder":
+        print(dict(convert_folder(args.root, args.out, args.template)))
+    else:
+        print(dict(convert_pairs(args.table, args.out, args.content, args.instruction, args.stylised)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,544 @@
+"""The shapes toy world: procedural scenes with exact ground truth, in every task's shard format.
+
+A scene is a square canvas (side ``resolution``, 32..512; background RGB(127,127,127)) holding objects of
+six classes drawn filled and anti-aliased inside axis-aligned square boxes (side 15–35 % of the canvas,
+inside the canvas, never overlapping, at least 2 px apart), in the ten GenEval colours:
+
+* ``circle``: the inscribed circle; ``square``: the box; ``triangle``: apex at top centre, base along the
+  bottom edge; ``diamond``: vertices at the four edge midpoints; ``star``: five-pointed, apex up, inner
+  radius 0.4 × outer; ``cross``: a plus sign with arms 1/3 of the box wide.
+
+Captions use GenEval's phrasing and every scene stores GenEval's ``include`` / ``exclude`` metadata, so the
+GenEval scorer runs on this world unchanged (relations follow GenEval's rule, :func:`relations`).
+
+:func:`write_shapes` writes shards for t2i (reconstruction reads those too), edit (add / remove /
+recolour / move), multi-turn edit chains (2–5 steps), style (outline / inverted / grayscale / pixelated)
+and vqa (colour, count, relation and caption questions), a held-out split of scenes never used for
+training, and the GenEval-Shapes prompt suite (``evaluation_metadata.jsonl``, the six GenEval tags).
+``data=shapes`` calls :func:`prepare_shapes`, which writes all that once and reuses it afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image, ImageDraw, ImageOps
+
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 20, 20),
+    "orange": (255, 140, 0),
+    "yellow": (255, 230, 0),
+    "green": (30, 170, 30),
+    "blue": (30, 60, 230),
+    "purple": (140, 40, 190),
+    "pink": (255, 120, 200),
+    "brown": (140, 80, 30),
+    "black": (10, 10, 10),
+    "white": (245, 245, 245),
+}
+BACKGROUND = (127, 127, 127)
+MIN_BOX, MAX_BOX = 0.15, 0.35  # box side as a fraction of the canvas
+GAP_PX = 2  # minimum gap between boxes
+SUPERSAMPLE = 4  # anti-aliasing: draw at 4× and downsample
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+RELATIONS = ("left of", "right of", "above", "below")
+TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+STYLES = {
+    "outline": "turn it into an outline drawing",
+    "inverted": "invert the colours",
+    "grayscale": "make it black and white",
+    "pixelated": "pixelate the image",
+}
+FORMAT_VERSION = 1
+
+
+def plural(shape: str) -> str:
+    return shape + ("es" if shape.endswith(("s", "x")) else "s")
+
+
+# --------------------------------------------------------------------------------------------- scene
+@dataclass
+class ShapeObject:
+    """One object: class, colour and its square box (left, top, side) in pixels."""
+
+    shape: str
+    color: str
+    x: int
+    y: int
+    size: int
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1), exclusive right/bottom."""
+        return self.x, self.y, self.x + self.size, self.y + self.size
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return self.x + self.size / 2, self.y + self.size / 2
+
+
+@dataclass
+class Scene:
+    resolution: int
+    objects: list[ShapeObject] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"resolution": self.resolution, "objects": [asdict(o) for o in self.objects]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Scene":
+        return cls(int(data["resolution"]), [ShapeObject(**o) for o in data["objects"]])
+
+    def copy(self) -> "Scene":
+        return Scene.from_json(self.to_json())
+
+
+def _polygon(shape: str, x: float, y: float, s: float) -> list[tuple[float, float]]:
+    if shape == "square":
+        return [(x, y), (x + s, y), (x + s, y + s), (x, y + s)]
+    if shape == "triangle":
+        return [(x + s / 2, y), (x + s, y + s), (x, y + s)]
+    if shape == "diamond":
+        return [(x + s / 2, y), (x + s, y + s / 2), (x + s / 2, y + s), (x, y + s / 2)]
+    if shape == "star":
+        cx, cy, r_out = x + s / 2, y + s / 2, s / 2
+        pts = []
+        for k in range(10):
+            r = r_out if k % 2 == 0 else 0.4 * r_out
+            a = -math.pi / 2 + k * math.pi / 5  # apex up
+            pts.append((cx + r * math.cos(a), cy + r * math.sin(a)))
+        return pts
+    if shape == "cross":
+        a, b = s / 3, 2 * s / 3
+        return [(x + a, y), (x + b, y), (x + b, y + a), (x + s, y + a), (x + s, y + b), (x + b, y + b), (x + b, y + s),
+                (x + a, y + s), (x + a, y + b), (x, y + b), (x, y + a), (x + a, y + a)]
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render(scene: Scene, outline: bool = False) -> Image.Image:
+    """The scene as an RGB image, anti-aliased by supersampling. ``outline`` draws contours only."""
+    k = SUPERSAMPLE
+    canvas = Image.new("RGB", (scene.resolution * k, scene.resolution * k), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    width = max(1, round(scene.resolution / 32)) * k
+    for o in scene.objects:
+        x, y, s = o.x * k, o.y * k, o.size * k
+        fill, line = (None, COLORS[o.color]) if outline else (COLORS[o.color], None)
+        if o.shape == "circle":
+            draw.ellipse([x, y, x + s - 1, y + s - 1], fill=fill, outline=line, width=width if outline else 1)
+        else:
+            pts = _polygon(o.shape, x, y, s)
+            if outline:
+                draw.line(pts + [pts[0]], fill=line, width=width, joint="curve")
+            else:
+                draw.polygon(pts, fill=fill)
+    # Box filter = exact area coverage: edges anti-aliased, nothing leaks outside an object's box.
+    return canvas.resize((scene.resolution, scene.resolution), Image.BOX)
+
+
+def stylise(image: Image.Image, scene: Scene, style: str) -> Image.Image:
+    """The four toy styles."""
+    if style == "outline":
+        return render(scene, outline=True)
+    if style == "inverted":
+        return ImageOps.invert(image)
+    if style == "grayscale":
+        return ImageOps.grayscale(image).convert("RGB")
+    if style == "pixelated":
+        small = image.resize((max(1, image.width // 8),) * 2, Image.BILINEAR)
+        return small.resize(image.size, Image.NEAREST)
+    raise ValueError(f"unknown style {style!r}; styles: {sorted(STYLES)}")
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def relations(a: ShapeObject, b: ShapeObject) -> set[str]:
+    """GenEval's relation rule: which of left of / right of / above / below hold for ``a`` w.r.t. ``b``.
+
+    offset = centre(a) − centre(b); per axis revised = sign(offset)·max(|offset| − 0.1·(size_a + size_b), 0);
+    no relation if every |revised| < 1e-3; else (dx, dy) = revised / ‖offset‖ and "left of" dx < −0.5,
+    "right of" dx > 0.5, "above" dy < −0.5, "below" dy > 0.5 (y grows downwards; a diagonal gives two).
+    """
+    (ax, ay), (bx, by) = a.center, b.center
+    offset = (ax - bx, ay - by)
+    sizes = (a.size + b.size, a.size + b.size)
+    revised = [math.copysign(max(abs(o) - 0.1 * s, 0.0), o) for o, s in zip(offset, sizes)]
+    if all(abs(r) < 1e-3 for r in revised):
+        return set()
+    norm = math.hypot(*offset)
+    dx, dy = revised[0] / norm, revised[1] / norm
+    out = set()
+    if dx < -0.5:
+        out.add("left of")
+    if dx > 0.5:
+        out.add("right of")
+    if dy < -0.5:
+        out.add("above")
+    if dy > 0.5:
+        out.add("below")
+    return out
+
+
+def _fits(candidate: ShapeObject, others: Iterable[ShapeObject]) -> bool:
+    x0, y0, x1, y1 = candidate.box
+    for o in others:
+        ox0, oy0, ox1, oy1 = o.box
+        if x0 < ox1 + GAP_PX and ox0 < x1 + GAP_PX and y0 < oy1 + GAP_PX and oy0 < y1 + GAP_PX:
+            return False
+    return True
+
+
+def place(rng: random.Random, scene: Scene, shape: str, color: str, tries: int = 200, accept=None) -> ShapeObject | None:
+    """A new object at a random free spot (box 15–35 % of the canvas), or None if none is found."""
+    res = scene.resolution
+    lo, hi = max(3, math.ceil(MIN_BOX * res)), max(3, math.floor(MAX_BOX * res))
+    for _ in range(tries):
+        size = rng.randint(lo, hi)
+        obj = ShapeObject(shape, color, rng.randint(0, res - size), rng.randint(0, res - size), size)
+        if _fits(obj, scene.objects) and (accept is None or accept(obj)):
+            return obj
+    return None
+
+
+def _random_scene(rng: random.Random, resolution: int, specs: list[tuple[str, str]]) -> Scene | None:
+    scene = Scene(resolution)
+    for shape, color in specs:
+        obj = place(rng, scene, shape, color)
+        if obj is None:
+            return None
+        scene.objects.append(obj)
+    return scene
+
+
+def describe(scene: Scene) -> str:
+    """A complete caption: 'a red circle and two blue stars'."""
+    groups: dict[tuple[str, str], int] = {}
+    for o in scene.objects:
+        groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
+    parts = [
+        (f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" if n == 1 else f"{NUMBER_WORDS.get(n, str(n))} {c} {plural(s)}")
+        for (c, s), n in groups.items()
+    ]
+    if not parts:
+        return "an empty canvas"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+# ------------------------------------------------------------------------------ GenEval-style prompts
+def prompt_metadata(rng: random.Random, tag: str) -> dict:
+    """A GenEval-schema prompt of the given tag over the shapes world."""
+    s1, s2 = rng.sample(SHAPES, 2)
+    c1, c2 = rng.choice(list(COLORS)), rng.choice(list(COLORS))
+    if tag == "single_object":
+        return {"tag": tag, "include": [{"class": s1, "count": 1}], "prompt": f"a photo of {_a(s1)}"}
+    if tag == "two_object":
+        return {"tag": tag, "include": [{"class": s1, "count": 1}, {"class": s2, "count": 1}], "prompt": f"a photo of {_a(s1)} and {_a(s2)}"}
+    if tag == "counting":
+        n = rng.choice([2, 3, 4])
+        return {"tag": tag, "include": [{"class": s1, "count": n}], "exclude": [{"class": s1, "count": n + 1}],
+                "prompt": f"a photo of {NUMBER_WORDS[n]} {plural(s1)}"}
+    if tag == "colors":
+        return {"tag": tag, "include": [{"class": s1, "count": 1, "color": c1}], "prompt": f"a photo of {_a(c1 + ' ' + s1)}"}
+    if tag == "position":
+        rel = rng.choice(RELATIONS)
+        # GenEval: the reference object is group 0, the positioned one refers to it
+        return {"tag": tag, "include": [{"class": s2, "count": 1}, {"class": s1, "count": 1, "position": [rel, 0]}],
+                "prompt": f"a photo of {_a(s1)} {rel} {_a(s2)}"}
+    if tag == "color_attr":
+        return {"tag": tag, "include": [{"class": s1, "count": 1, "color": c1}, {"class": s2, "count": 1, "color": c2}],
+                "prompt": f"a photo of {_a(c1 + ' ' + s1)} and {_a(c2 + ' ' + s2)}"}
+    raise ValueError(f"unknown tag {tag!r}; tags: {TAGS}")
+
+
+def scene_for(rng: random.Random, metadata: dict, resolution: int, tries: int = 50) -> Scene:
+    """A scene that satisfies a GenEval-schema prompt (objects it does not name are not drawn)."""
+    for _ in range(tries):
+        scene = Scene(resolution)
+        ok = True
+        for clause in metadata["include"]:
+            for _ in range(clause["count"]):
+                color = clause.get("color") or rng.choice(list(COLORS))
+                accept = None
+                if "position" in clause:
+                    rel, group = clause["position"]
+                    refs = [o for o in scene.objects if o.shape == metadata["include"][group]["class"]]
+                    accept = lambda obj, refs=refs, rel=rel: all(rel in relations(obj, r) for r in refs)  # noqa: E731
+                obj = place(rng, scene, clause["class"], color, accept=accept)
+                if obj is None:
+                    ok = False
+                    break
+                scene.objects.append(obj)
+            if not ok:
+                break
+        if ok:
+            return scene
+    raise RuntimeError(f"could not place a scene for {metadata['prompt']!r} at {resolution}px")
+
+
+def geneval_shapes_suite(seed: int = 0) -> list[dict]:
+    """The GenEval-Shapes prompt suite: the six tags in GenEval's schema (299 prompts).
+
+    single_object: every shape (6); two_object: every unordered pair (15); counting: every shape × 2..4
+    (18); colors: every colour × shape (60); position and color_attr: 100 each, drawn with ``seed``.
+    """
+    rng = random.Random(seed)
+    out = [{"tag": "single_object", "include": [{"class": s, "count": 1}], "prompt": f"a photo of {_a(s)}"} for s in SHAPES]
+    for i, a in enumerate(SHAPES):
+        for b in SHAPES[i + 1 :]:
+            out.append({"tag": "two_object", "include": [{"class": a, "count": 1}, {"class": b, "count": 1}], "prompt": f"a photo of {_a(a)} and {_a(b)}"})
+    for s in SHAPES:
+        for n in (2, 3, 4):
+            out.append({"tag": "counting", "include": [{"class": s, "count": n}], "exclude": [{"class": s, "count": n + 1}],
+                        "prompt": f"a photo of {NUMBER_WORDS[n]} {plural(s)}"})
+    for c in COLORS:
+        for s in SHAPES:
+            out.append({"tag": "colors", "include": [{"class": s, "count": 1, "color": c}], "prompt": f"a photo of {_a(c + ' ' + s)}"})
+    for tag in ("position", "color_attr"):
+        seen = set()
+        while sum(1 for m in out if m["tag"] == tag) < 100:
+            m = prompt_metadata(rng, tag)
+            if m["prompt"] not in seen:
+                seen.add(m["prompt"])
+                out.append(m)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- edits
+def edit_scene(rng: random.Random, scene: Scene) -> tuple[Scene, str] | None:
+    """One random edit (add / remove / recolour / move) → (new scene, instruction), or None."""
+    unique = [o for o in scene.objects if sum(1 for p in scene.objects if (p.color, p.shape) == (o.color, o.shape)) == 1]
+    ops = ["add"] + (["remove", "recolor", "move"] if unique else [])
+    op = rng.choice(ops)
+    new = scene.copy()
+    if op == "add":
+        shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+        obj = place(rng, new, shape, color)
+        if obj is None:
+            return None
+        new.objects.append(obj)
+        return new, f"add {_a(color + ' ' + shape)}"
+    target = rng.choice(unique)
+    index = scene.objects.index(target)
+    name = f"the {target.color} {target.shape}"
+    if op == "remove":
+        del new.objects[index]
+        return new, f"remove {name}"
+    if op == "recolor":
+        color = rng.choice([c for c in COLORS if c != target.color])
+        new.objects[index].color = color
+        return new, f"make {name} {color}"
+    direction = rng.choice(["left", "right", "top", "bottom"])
+    others = [o for i, o in enumerate(new.objects) if i != index]
+    res = scene.resolution
+    for step in sorted({max(2, res // 8), max(2, res // 5), max(2, res // 4)}, reverse=True):
+        dx, dy = {"left": (-step, 0), "right": (step, 0), "top": (0, -step), "bottom": (0, step)}[direction]
+        moved = ShapeObject(target.shape, target.color, target.x + dx, target.y + dy, target.size)
+        if 0 <= moved.x <= res - moved.size and 0 <= moved.y <= res - moved.size and _fits(moved, others):
+            new.objects[index] = moved
+            return new, f"move {name} to the {direction}"
+    return None
+
+
+def edit_chain(rng: random.Random, scene: Scene, steps: int) -> tuple[list[Scene], list[str]] | None:
+    scenes, instructions = [scene], []
+    while len(instructions) < steps:
+        out = None
+        for _ in range(10):
+            out = edit_scene(rng, scenes[-1])
+            if out is not None:
+                break
+        if out is None:
+            return None
+        scenes.append(out[0])
+        instructions.append(out[1])
+    return scenes, instructions
+
+
+# ---------------------------------------------------------------------------------------------- vqa
+def questions(rng: random.Random, scene: Scene) -> list[list[str]]:
+    """Short-answer questions about a scene: colour, count, relation, caption."""
+    qa = [["describe the image.", describe(scene)]]
+    shapes_present = sorted({o.shape for o in scene.objects})
+    if shapes_present:
+        s = rng.choice(shapes_present)
+        same = [o for o in scene.objects if o.shape == s]
+        if len(same) == 1:
+            qa.append([f"what colour is the {s}?", same[0].color])
+    s = rng.choice(SHAPES)
+    n = sum(1 for o in scene.objects if o.shape == s)
+    qa.append([f"how many {plural(s)} are there?", NUMBER_WORDS.get(n, str(n)) if n else "zero"])
+    singles = [o for o in scene.objects if sum(1 for p in scene.objects if p.shape == o.shape) == 1]
+    if len(singles) >= 2:
+        a, b = rng.sample(singles, 2)
+        rel = rng.choice(RELATIONS)
+        qa.append([f"is the {a.shape} {rel} the {b.shape}?", "yes" if rel in relations(a, b) else "no"])
+    return qa
+
+
+# --------------------------------------------------------------------------------------------- write
+DEFAULT_COUNTS = {"t2i": 20000, "edit": 6000, "edit_chains": 1000, "style": 2000, "vqa": 8000, "heldout": 256}
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _writer(folder: Path, shard_size: int):
+    import webdataset as wds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return wds.ShardWriter(str(folder / "%06d.tar"), maxcount=shard_size, verbose=0)
+
+
+def _iterate(n: int, desc: str, progress: bool):
+    if not progress:
+        return range(n)
+    from tqdm import tqdm
+
+    return tqdm(range(n), desc=f"shapes: {desc}", unit="sample", leave=False)
+
+
+def write_shapes(
+    out: str | Path,
+    resolution: int = 64,
+    seed: int = 0,
+    counts: dict[str, int] | None = None,
+    shard_size: int = 1000,
+    progress: bool = True,
+) -> Path:
+    """Write every task's shards, the held-out split and the GenEval-Shapes suite under ``out``."""
+    if not 32 <= resolution <= 512:
+        raise ValueError(f"data.shapes.resolution={resolution}: must be in 32..512")
+    counts = {**DEFAULT_COUNTS, **(counts or {})}
+    out = Path(out)
+    tag_rng = random.Random(seed)
+
+    def t2i_sample(rng: random.Random, key: str) -> dict:
+        metadata = prompt_metadata(rng, rng.choice(TAGS))
+        scene = scene_for(rng, metadata, resolution)
+        return {"__key__": key, "png": _png(render(scene)), "txt": metadata["prompt"],
+                "json": json.dumps({**metadata, "scene": scene.to_json(), "caption": metadata["prompt"], "description": describe(scene)})}
+
+    def random_base(rng: random.Random) -> Scene:
+        while True:
+            n = rng.randint(1, 3)
+            scene = _random_scene(rng, resolution, [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(n)])
+            if scene is not None:
+                return scene
+
+    # t2i (and recon): one GenEval-phrased caption per scene, with its include/exclude truth
+    with _writer(out / "t2i", shard_size) as sink:
+        for i in _iterate(counts["t2i"], "t2i", progress):
+            sink.write(t2i_sample(random.Random(tag_rng.getrandbits(63)), f"t2i{i:07d}"))
+    # single-step edits
+    rng = random.Random(seed + 1)
+    with _writer(out / "edit", shard_size) as sink:
+        for i in _iterate(counts["edit"], "edit", progress):
+            while True:
+                base = random_base(rng)
+                step = edit_scene(rng, base)
+                if step is not None:
+                    break
+            sink.write({"__key__": f"edit{i:07d}", "src.png": _png(render(base)), "tgt.png": _png(render(step[0])), "txt": step[1],
+                        "json": json.dumps({"instruction": step[1], "source_scene": base.to_json(), "target_scene": step[0].to_json()})})
+    # multi-turn chains of 2–5 edits
+    rng = random.Random(seed + 2)
+    with _writer(out / "edit_chains", shard_size) as sink:
+        for i in _iterate(counts["edit_chains"], "edit chains", progress):
+            while True:
+                chain = edit_chain(rng, random_base(rng), rng.randint(2, 5))
+                if chain is not None:
+                    break
+            scenes, instructions = chain
+            sample = {"__key__": f"chain{i:07d}", "json": json.dumps({"instructions": instructions, "scenes": [s.to_json() for s in scenes]})}
+            for k, s in enumerate(scenes):
+                sample[f"{k}.png"] = _png(render(s))
+            sink.write(sample)
+    # style transfer
+    rng = random.Random(seed + 3)
+    with _writer(out / "style", shard_size) as sink:
+        for i in _iterate(counts["style"], "style", progress):
+            scene = random_base(rng)
+            style = rng.choice(sorted(STYLES))
+            image = render(scene)
+            sink.write({"__key__": f"style{i:07d}", "src.png": _png(image), "tgt.png": _png(stylise(image, scene, style)),
+                        "txt": STYLES[style], "json": json.dumps({"style": style, "instruction": STYLES[style], "scene": scene.to_json()})})
+    # understanding
+    rng = random.Random(seed + 4)
+    with _writer(out / "vqa", shard_size) as sink:
+        for i in _iterate(counts["vqa"], "vqa", progress):
+            scene = random_base(rng)
+            sink.write({"__key__": f"vqa{i:07d}", "png": _png(render(scene)), "json": json.dumps({"qa": questions(rng, scene), "scene": scene.to_json()})})
+    # held-out scenes (other seeds, never in the training shards): t2i-format and single-step edits
+    rng = random.Random(seed + 1_000_003)
+    with _writer(out / "heldout" / "t2i", shard_size) as sink:
+        for i in range(counts["heldout"]):
+            sink.write(t2i_sample(random.Random(rng.getrandbits(63)), f"held{i:07d}"))
+    with _writer(out / "heldout" / "edit", shard_size) as sink:
+        for i in range(counts["heldout"]):
+            while True:
+                base = random_base(rng)
+                step = edit_scene(rng, base)
+                if step is not None:
+                    break
+            sink.write({"__key__": f"heldedit{i:07d}", "src.png": _png(render(base)), "tgt.png": _png(render(step[0])), "txt": step[1],
+                        "json": json.dumps({"instruction": step[1], "source_scene": base.to_json(), "target_scene": step[0].to_json()})})
+    # the GenEval-Shapes prompt suite
+    suite = out / "geneval_shapes"
+    suite.mkdir(parents=True, exist_ok=True)
+    with open(suite / "evaluation_metadata.jsonl", "w") as f:
+        for m in geneval_shapes_suite(seed):
+            f.write(json.dumps(m) + "\n")
+    return out
+
+
+def prepare_shapes(out: str | Path, resolution: int = 64, seed: int = 0, counts: dict[str, int] | None = None, shard_size: int = 1000,
+                   progress: bool = True) -> Path:
+    """Generate the world into ``out`` unless an identical one is there already (written atomically)."""
+    out = Path(out)
+    manifest = {"version": FORMAT_VERSION, "resolution": resolution, "seed": seed, "counts": {**DEFAULT_COUNTS, **(counts or {})},
+                "shard_size": shard_size}
+    done = out / "manifest.json"
+    if done.is_file() and json.loads(done.read_text()) == manifest:
+        return out
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_shapes(tmp, resolution=resolution, seed=seed, counts=counts, shard_size=shard_size, progress=progress)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the shapes toy world's shards.")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard-size", type=int, default=1000)
+    for task, n in DEFAULT_COUNTS.items():
+        parser.add_argument(f"--{task.replace('_', '-')}", type=int, default=n, help=f"number of {task} samples (default {n})")
+    args = parser.parse_args(argv)
+    counts = {task: getattr(args, task) for task in DEFAULT_COUNTS}
+    print(prepare_shapes(args.out, args.resolution, args.seed, counts, args.shard_size))
+
+
+if __name__ == "__main__":
+    main()

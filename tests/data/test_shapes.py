@@ -1,0 +1,192 @@
+"""The shapes world: geometry, exact ground truth, GenEval metadata and relations, tasks, the suite."""
+
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from mingexp.data import shapes as S
+
+
+def pixel(image, x, y):
+    return np.asarray(image)[int(y), int(x)].astype(int)
+
+
+def inside_point(o):
+    """A point well inside each class's filled area."""
+    cx, cy = o.center
+    if o.shape == "triangle":
+        return cx, o.y + 0.75 * o.size
+    return cx, cy
+
+
+def check_scene(scene, image):
+    res = scene.resolution
+    for i, o in enumerate(scene.objects):
+        x0, y0, x1, y1 = o.box
+        assert 0 <= x0 and 0 <= y0 and x1 <= res and y1 <= res
+        assert S.MIN_BOX * res - 1 <= o.size <= S.MAX_BOX * res + 1
+        # the object's colour is where the metadata says
+        assert np.abs(pixel(image, *inside_point(o)) - np.array(S.COLORS[o.color])).max() <= 2, (o, pixel(image, *inside_point(o)))
+        for p in scene.objects[i + 1 :]:
+            px0, py0, px1, py1 = p.box
+            assert x1 + S.GAP_PX <= px0 or px1 + S.GAP_PX <= x0 or y1 + S.GAP_PX <= py0 or py1 + S.GAP_PX <= y0
+    # everything outside every box is background
+    mask = np.ones((res, res), bool)
+    for o in scene.objects:
+        x0, y0, x1, y1 = o.box
+        mask[max(0, y0 - 1) : y1 + 1, max(0, x0 - 1) : x1 + 1] = False
+    assert (np.asarray(image)[mask] == S.BACKGROUND).all()
+
+
+@pytest.mark.parametrize("shape", S.SHAPES)
+def test_shape_geometry(shape):
+    scene = S.Scene(128, [S.ShapeObject(shape, "red", 20, 20, 80)])
+    a = np.asarray(S.render(scene))
+    red = (np.abs(a - np.array(S.COLORS["red"])).max(-1) < 30)
+    area = red.sum() / (80 * 80)
+    expected = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5, "diamond": 0.5, "cross": 5 / 9}
+    if shape in expected:
+        assert abs(area - expected[shape]) < 0.04, (shape, area)
+    else:  # star: inner radius 0.4 × outer
+        assert 0.2 < area < 0.32
+    ys, xs = np.nonzero(red)
+    if shape == "triangle":  # apex at top centre, base along the bottom edge
+        assert abs(xs[ys == ys.min()].mean() - 60) < 2 and ys.max() >= 98 and (xs[ys == ys.max()].max() - xs[ys == ys.max()].min()) > 70
+    if shape == "star":  # apex up
+        assert ys.min() <= 24 and abs(xs[ys == ys.min()].mean() - 60) < 2  # the thin tip is partly covered
+
+
+@pytest.mark.parametrize("resolution", [64, 256])
+def test_every_scene_matches_its_metadata(resolution):
+    rng = random.Random(resolution)
+    for tag in S.TAGS * 8:
+        metadata = S.prompt_metadata(rng, tag)
+        scene = S.scene_for(rng, metadata, resolution)
+        check_scene(scene, S.render(scene))
+        for clause in metadata["include"]:
+            objs = [o for o in scene.objects if o.shape == clause["class"]]
+            assert len(objs) == clause["count"]
+            if "color" in clause:
+                assert all(o.color == clause["color"] for o in objs)
+            if "position" in clause:
+                rel, group = clause["position"]
+                ref = [o for o in scene.objects if o.shape == metadata["include"][group]["class"]]
+                assert all(rel in S.relations(a, b) for a in objs for b in ref)
+        for clause in metadata.get("exclude", []):
+            assert sum(o.shape == clause["class"] for o in scene.objects) < clause["count"]
+
+
+def test_relation_rule_edge_cases():
+    a = S.ShapeObject("circle", "red", 0, 0, 10)
+    assert S.relations(S.ShapeObject("star", "red", 40, 0, 10), a) == {"right of"}
+    assert S.relations(S.ShapeObject("star", "red", 0, 40, 10), a) == {"below"}
+    assert S.relations(S.ShapeObject("star", "red", 40, 40, 10), a) == {"right of", "below"}  # a diagonal: two
+    assert S.relations(S.ShapeObject("star", "red", 1, 1, 10), a) == set()  # inside the 0.1 margin: none
+
+
+def test_edits_change_exactly_what_they_say():
+    rng = random.Random(0)
+    ops = set()
+    for _ in range(200):
+        base = S._random_scene(rng, 64, [(rng.choice(S.SHAPES), rng.choice(list(S.COLORS))) for _ in range(2)])
+        if base is None:
+            continue
+        out = S.edit_scene(rng, base)
+        if out is None:
+            continue
+        new, text = out
+        op = text.split()[0]
+        ops.add(op)
+        if op == "add":
+            assert len(new.objects) == len(base.objects) + 1 and new.objects[:-1] == base.objects
+        elif op == "remove":
+            assert len(new.objects) == len(base.objects) - 1
+        elif op == "make":
+            assert [o.shape for o in new.objects] == [o.shape for o in base.objects] and sum(a.color != b.color for a, b in zip(new.objects, base.objects)) == 1
+        elif op == "move":
+            moved = [(a, b) for a, b in zip(base.objects, new.objects) if (a.x, a.y) != (b.x, b.y)]
+            assert len(moved) == 1
+            (a, b), direction = moved[0], text.split()[-1]
+            assert {"left": b.x < a.x, "right": b.x > a.x, "top": b.y < a.y, "bottom": b.y > a.y}[direction]
+        check_scene(new, S.render(new))
+    assert ops == {"add", "remove", "make", "move"}
+
+
+def test_vqa_answers_are_true():
+    rng = random.Random(1)
+    for _ in range(50):
+        scene = S._random_scene(rng, 64, [(rng.choice(S.SHAPES), rng.choice(list(S.COLORS))) for _ in range(3)])
+        if scene is None:
+            continue
+        for q, a in S.questions(rng, scene):
+            if q.startswith("how many"):
+                shape = next(s for s in S.SHAPES if S.plural(s) in q)
+                n = sum(o.shape == shape for o in scene.objects)
+                assert a == (S.NUMBER_WORDS[n] if n else "zero")
+            elif q.startswith("what colour"):
+                shape = q.split()[-1].rstrip("?")
+                assert a == next(o.color for o in scene.objects if o.shape == shape)
+
+
+def test_geneval_shapes_suite():
+    suite = S.geneval_shapes_suite(0)
+    counts = {tag: sum(m["tag"] == tag for m in suite) for tag in S.TAGS}
+    assert counts == {"single_object": 6, "two_object": 15, "counting": 18, "colors": 60, "position": 100, "color_attr": 100}
+    assert len({m["prompt"] for m in suite}) == len(suite)
+    assert suite == S.geneval_shapes_suite(0)
+    for m in suite:
+        assert set(m) <= {"tag", "include", "exclude", "prompt"} and m["prompt"].startswith("a photo of ")
+
+
+SMALL = {"t2i": 40, "edit": 20, "edit_chains": 6, "style": 8, "vqa": 10, "heldout": 5}
+
+
+def test_written_world_is_consistent_and_reused(tmp_path):
+    out = S.prepare_shapes(tmp_path / "world", counts=SMALL, shard_size=16, progress=False)
+    manifest = (out / "manifest.json").stat().st_mtime_ns
+    assert S.prepare_shapes(tmp_path / "world", counts=SMALL, shard_size=16, progress=False) == out
+    assert (out / "manifest.json").stat().st_mtime_ns == manifest  # reused, not rewritten
+    n = sum(1 for _ in wds.WebDataset(str(out / "t2i" / "*.tar").replace("*", "{000000..000002}"), shardshuffle=False))
+    assert n == 40
+    for sample in wds.WebDataset(str(out / "t2i" / "000000.tar"), shardshuffle=False):
+        meta = json.loads(sample["json"])
+        scene = S.Scene.from_json(meta["scene"])
+        check_scene(scene, Image.open(io.BytesIO(sample["png"])).convert("RGB"))
+        assert sample["txt"].decode() == meta["prompt"]
+    for sample in wds.WebDataset(str(out / "edit" / "000000.tar"), shardshuffle=False):
+        meta = json.loads(sample["json"])
+        for which, member in (("source", "src.png"), ("target", "tgt.png")):
+            check_scene(S.Scene.from_json(meta[f"{which}_scene"]), Image.open(io.BytesIO(sample[member])).convert("RGB"))
+    held = {json.loads(s["json"])["prompt"] + str(json.loads(s["json"])["scene"]) for s in wds.WebDataset(str(out / "heldout" / "t2i" / "000000.tar"), shardshuffle=False)}
+    train = {json.loads(s["json"])["prompt"] + str(json.loads(s["json"])["scene"]) for s in wds.WebDataset(str(out / "t2i" / "{000000..000002}.tar"), shardshuffle=False)}
+    assert not held & train
+    lines = (out / "geneval_shapes" / "evaluation_metadata.jsonl").read_text().splitlines()
+    assert len(lines) == 299
+
+
+def test_data_shapes_config_generates_and_streams(tiny_dir, tmp_path):
+    """data=shapes composed from the real configs: prepare_data writes the world, batches stream from it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={tmp_path / 'shapes'}", "+data=shapes",
+                                          "data.num_workers=0", "data.batch_size=6",
+                                          *[f"data.prepare.counts.{k}={v}" for k, v in SMALL.items()], "+data.prepare.progress=false"])
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    tasks = set()
+    for k, batch in enumerate(dm.train_dataloader()):
+        assert batch.images.shape == (6, 3, 32, 32)
+        tasks |= set(batch.tasks)
+        if k == 15:
+            break
+    assert tasks == {"t2i", "recon", "edit", "style"}
