@@ -1,6 +1,7 @@
 # mingexp — every target sets up its own virtual environment first, so each works on a fresh machine.
 #   make test       fast test suite (what CI runs)
 #   make test-full  every test, the slow ones too
+#   make train      the main job: the toy world, trained end to end on this machine
 #   make bench      the benchmark scripts (ratios against a baseline measured in the same run)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,6 +29,13 @@ test-full: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prefix_cache.py
+	$(BIN)/python benchmarks/data_throughput.py
+
+# The main job: the toy world end to end on this machine. Stage 0 trains the toy MLLM for understanding
+# (once; skipped when .cache/toy/mllm exists), then the unified model trains with it frozen.
+train: $(STAMP)
+	test -f .cache/toy/mllm/config.json || $(BIN)/python -m mingexp.train +experiment=toy_mllm
+	$(BIN)/python -m mingexp.train
 
 # Writes the tiny real checkpoints (Qwen2.5-VL, Qwen2, SANA, DC-AE) the toy preset loads.
 tiny: $(STAMP)

@@ -25,7 +25,8 @@ def checkpoint_dir(path: str | Path | None, key: str, what: str, must_contain: s
         raise ConfigError(
             f"{key}={path!s}: no such folder. Pass {key}=<folder with {what}> "
             f"(a local save_pretrained folder; this machine does not download from a hub). "
-            f"For the toy preset, write tiny checkpoints with `python -m mingexp.models.tiny <dir>`."
+            f"For the toy preset, `make train` (or `python -m mingexp.train +experiment=toy_mllm`) writes and trains its MLLM; "
+            f"`python -m mingexp.models.tiny <dir>` writes untrained tiny checkpoints."
         )
     if must_contain and not (p / must_contain).is_file():
         raise ConfigError(f"{key}={path!s} holds no {must_contain}: it is not {what}. Pass the folder written by save_pretrained.")

@@ -6,9 +6,11 @@ of t2i / recon / edit / style / vqa (schemas in :mod:`mingexp.data.tasks`). The 
 :mod:`mingexp.data.wds`.
 
 Determinism and resume: every random choice (shard order, shuffle buffer, source mixing) is seeded from
-``(seed, samples seen, rank, worker, source)``. The data position (seed, epoch, samples seen) is saved
-with the trainer's checkpoint (``state_dict``); a resumed run re-seeds from the samples it had seen, so
-it continues with new samples instead of replaying the start of the stream.
+``(seed, samples seen at the start of the epoch, rank, worker, source)``, so each epoch draws a new
+stream. The data position (seed, epoch, samples seen, batches into the epoch) is saved with the trainer's
+checkpoint (``state_dict``). A resumed run re-creates the interrupted epoch's stream and drops the batches
+it had already consumed (at most ``epoch_batches``), so it continues with exactly the batches the
+uninterrupted run would have seen: no sample is replayed into training and the loss curve continues.
 
 Skipped samples are counted per reason and source in the workers, shipped with each batch and summed
 here (:attr:`WebDataModule.skipped`), for the trainer to log as ``data/skipped/<reason>/<source>``.
@@ -77,12 +79,18 @@ class MixtureDataset(IterableDataset):
         self.specs, self.processor, self.transform = specs, processor, transform
         self.batch_size, self.seed, self.resampled = batch_size, seed, resampled
         self.max_pixels, self.recon_prompt = max_pixels, recon_prompt
-        # Samples seen when the current iteration started; set by the datamodule in the main process
-        # before each epoch's workers start, so every epoch and every resume draws a new stream.
+        # Set by the datamodule in the main process before each epoch's workers start: the samples seen at
+        # the start of the epoch (seeds the epoch's stream) and the batches of it already consumed.
         self.offset = 0
+        self.skip = 0
 
     def __iter__(self):
-        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        rank, _, worker, num_workers = wds.utils.pytorch_worker_info()
+        # The DataLoader takes batch g from worker g % num_workers, starting at worker 0 on every iteration.
+        # After `skip` consumed batches the uninterrupted run continues with stream (skip % num_workers), so
+        # worker w plays the stream v = (w + skip) % num_workers, which had produced
+        # ceil((skip − v) / num_workers) of the consumed batches.
+        worker = (worker + self.skip) % num_workers
         counter = SkipCounter()
         streams = [
             source_samples(
@@ -97,7 +105,10 @@ class MixtureDataset(IterableDataset):
         ]
         mixed = weighted_mix(streams, [s.weight for s in self.specs], random.Random(stream_seed(self.seed, self.offset, rank, worker, -1)))
         rows = encode_samples(mixed, self.processor, self.transform)
-        yield from batch_by_shape(rows, self.batch_size, self.processor, counter, partial=not self.resampled)
+        batches = batch_by_shape(rows, self.batch_size, self.processor, counter, partial=not self.resampled)
+        for _ in range(max(0, -(-(self.skip - worker) // num_workers))):
+            next(batches, None)
+        yield from batches
 
 
 class WebDataModule(L.LightningDataModule):
@@ -108,9 +119,10 @@ class WebDataModule(L.LightningDataModule):
         processor_path: the MLLM checkpoint folder whose tokenizer / image processor run in the workers.
         batch_size: rows per batch (per device).
         num_workers: DataLoader worker processes.
-        resolution: the DiT-side target size (square, or the base size of the aspect buckets).
+        resolution: the DiT-side target size (square, or the base size of the aspect buckets); None = the
+            model's native size, set by the trainer (:meth:`set_resolution`) from the loaded checkpoints.
         buckets: SANA/PixArt aspect-ratio buckets instead of square centre crops.
-        bucket_multiple: bucket sides are multiples of this (VAE factor × DiT patch).
+        bucket_multiple: bucket sides are multiples of this (VAE factor × DiT patch); None = from the model.
         seed: data seed.
         resampled: infinite resampled streams (training) or one pass with node/worker split.
         epoch_batches: batches per epoch (``with_epoch``) for resampled streams.
@@ -126,9 +138,9 @@ class WebDataModule(L.LightningDataModule):
         processor_path: str,
         batch_size: int = 8,
         num_workers: int = 2,
-        resolution: int = 512,
+        resolution: int | None = None,
         buckets: bool = False,
-        bucket_multiple: int = 32,
+        bucket_multiple: int | None = None,
         seed: int = 0,
         resampled: bool = True,
         epoch_batches: int = 1000,
@@ -146,17 +158,27 @@ class WebDataModule(L.LightningDataModule):
         self.sources_cfg = sources
         self.processor_path, self.system_prompt, self.image_size = processor_path, system_prompt, image_size
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.transform = DiTTransform(resolution, buckets, bucket_multiple)
+        self.resolution, self.buckets, self.bucket_multiple = resolution, bool(buckets), bucket_multiple
         self.seed, self.resampled, self.epoch_batches = int(seed), bool(resampled), int(epoch_batches)
         self.max_pixels, self.recon_prompt = int(max_pixels), recon_prompt
         self.prepare = prepare
         self.samples_seen = 0
         self.epoch = 0
+        self.epoch_start = 0  # samples seen when the current epoch began
+        self.epoch_batches_done = 0  # batches of the current epoch consumed so far
+        self._consumed_since_start = False  # a batch was used since the last epoch start
         self.skipped: Counter[str] = Counter()
         self.specs: list[SourceSpec] | None = None
         self.dataset: MixtureDataset | None = None
 
     # ------------------------------------------------------------------ setup
+    def set_resolution(self, resolution: int, multiple: int) -> None:
+        """Fill in the model-derived sizes left as None in the config (before ``setup``)."""
+        if self.resolution is None:
+            self.resolution = int(resolution)
+        if self.bucket_multiple is None:
+            self.bucket_multiple = int(multiple)
+
     def prepare_data(self) -> None:
         if self.prepare is not None:
             self.prepare()
@@ -166,36 +188,79 @@ class WebDataModule(L.LightningDataModule):
             return
         from mingexp.errors import checkpoint_dir
 
+        if self.resolution is None:
+            raise ConfigError("data.resolution is not set: give data.resolution=<pixels> or let the trainer take the model's native size.")
+        self.transform = DiTTransform(self.resolution, self.buckets, self.bucket_multiple or 32)
         self.specs = parse_sources(self.sources_cfg)
         folder = checkpoint_dir(self.processor_path, "data.processor_path", "the MLLM checkpoint (tokenizer + image processor)")
         processor = MLLMProcessor.from_pretrained(folder, system_prompt=self.system_prompt, image_size=self.image_size)
         self.dataset = MixtureDataset(
             self.specs, processor, self.transform, self.batch_size, self.seed, self.resampled, self.max_pixels, self.recon_prompt
         )
-        self.dataset.offset = self.samples_seen
 
     def train_dataloader(self):
         if self.dataset is None:
             self.setup("fit")
-        loader = wds.WebLoader(self.dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
-        return loader.with_epoch(nbatches=self.epoch_batches) if self.resampled else loader
+        return _EpochLoader(self)
+
+    def _start_epoch(self) -> int:
+        """Called in the main process when an iteration starts; returns the batches to skip.
+
+        A new epoch begins only once the previous iteration was used (Lightning may create iterators it
+        never draws from); a resumed epoch re-creates its stream and skips what was consumed.
+        """
+        if self._consumed_since_start:
+            self.epoch += 1
+            self.epoch_start, self.epoch_batches_done = self.samples_seen, 0
+        self._consumed_since_start = False
+        self.dataset.offset, self.dataset.skip = self.epoch_start, self.epoch_batches_done
+        return self.epoch_batches_done
 
     # ------------------------------------------------------- position and counts
     def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         if isinstance(batch, Batch):
             self.samples_seen += len(batch)
+            self.epoch_batches_done += 1
+            self._consumed_since_start = True
             self.skipped.update(batch.skipped)
-            if self.dataset is not None:
-                self.dataset.offset = self.samples_seen
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "epoch": self.epoch, "samples_seen": self.samples_seen, "skipped": dict(self.skipped)}
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "samples_seen": self.samples_seen,
+            "epoch_start": self.epoch_start,
+            "epoch_batches_done": self.epoch_batches_done,
+            "skipped": dict(self.skipped),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.seed = int(state.get("seed", self.seed))
         self.epoch = int(state.get("epoch", 0))
         self.samples_seen = int(state.get("samples_seen", 0))
+        self.epoch_start = int(state.get("epoch_start", self.samples_seen))
+        self.epoch_batches_done = int(state.get("epoch_batches_done", 0))
         self.skipped = Counter(state.get("skipped", {}))
+        if self.resampled and self.epoch_batches_done >= self.epoch_batches:  # saved at an epoch's end
+            self.epoch, self.epoch_start, self.epoch_batches_done = self.epoch + 1, self.samples_seen, 0
+        # The next iteration re-creates this epoch's stream and skips what was consumed.
+        self._consumed_since_start = False
         if self.dataset is not None:
-            self.dataset.seed, self.dataset.offset = self.seed, self.samples_seen
+            self.dataset.seed = self.seed
+
+
+class _EpochLoader:
+    """The training loader: at each epoch start (main process, before workers fork) it fixes the epoch's
+    stream seed and resume skip, then yields ``epoch_batches`` batches (``with_epoch``) for resampled
+    streams, or one pass otherwise."""
+
+    def __init__(self, dm: WebDataModule) -> None:
+        self.dm = dm
+
+    def __iter__(self):
+        skip = self.dm._start_epoch()
+        loader = wds.WebLoader(self.dm.dataset, batch_size=None, num_workers=self.dm.num_workers, persistent_workers=False)
+        if self.dm.resampled:
+            loader = loader.with_epoch(nbatches=max(1, self.dm.epoch_batches - skip))
+        return iter(loader)

@@ -1,0 +1,179 @@
+"""The LightningModule of the unified model: optimisation, schedule, EMA, logging, NaN guard.
+
+The model (:class:`~mingexp.models.UnifiedModel`) stays plain single-device PyTorch; precision
+(``bf16-mixed`` on GPU, fp32 on CPU), gradient clipping, DDP / FSDP and checkpoint I/O come from the
+Trainer config. This module adds:
+
+* an optimizer built from the trainable parameters only, one parameter group per component with its own
+  learning rate (``module.lr.{queries,connector,dit,align}``), the optimizer class as a Hydra partial;
+* linear warm-up then cosine decay to ``min_lr_ratio`` × lr over the trainer's ``max_steps``;
+* an optional EMA of the trainable weights (``module.ema``), saved in checkpoints, used for sampling;
+* logging of every loss term (``train/flow``, ``train/align/s{s}``), lr per group, gradient norm,
+  samples/s and the data skip counters (``data/skipped/<reason>/<source>``);
+* a NaN/inf guard: a non-finite loss skips the step (counted as ``train/nonfinite_steps``); more than
+  ``nan_tolerance`` in a row stop the run with a clear message, the last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from typing import Any, Callable, Mapping
+
+import lightning as L
+import torch
+
+from mingexp.data.batch import Batch
+from mingexp.errors import ConfigError
+from mingexp.lit.ema import EMA
+from mingexp.models.unified import UnifiedModel
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear 0→1 over ``warmup_steps``, then cosine 1→``min_lr_ratio`` until ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class UnifiedLitModule(L.LightningModule):
+    """Trains a :class:`UnifiedModel` on :class:`~mingexp.data.batch.Batch` objects.
+
+    Args:
+        model: the unified model.
+        optimizer: a partial taking parameter groups (e.g. ``torch.optim.AdamW`` with betas, weight decay).
+        lr: learning rate per component: ``{queries, connector, dit, align}``.
+        warmup_steps / min_lr_ratio: the schedule (total steps = the trainer's ``max_steps``).
+        ema: ``{decay, start_step}`` or None.
+        nan_tolerance: consecutive non-finite losses tolerated before stopping.
+        seed: seeds the per-step generator of dropout, σ and noise from (seed, step, rank), so a resumed
+            run draws exactly what the uninterrupted run would have (no RNG state to save).
+    """
+
+    def __init__(
+        self,
+        model: UnifiedModel,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr: Mapping[str, float],
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        ema: Mapping[str, Any] | None = None,
+        nan_tolerance: int = 20,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.lr = dict(lr)
+        missing = [g for g, ps in model.param_groups().items() if ps and g not in self.lr]
+        if missing:
+            raise ConfigError(f"module.lr has no learning rate for {missing}; set module.lr.{missing[0]}=...")
+        self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
+        self.ema_cfg = dict(ema) if ema else None
+        self.ema: EMA | None = None
+        self.nan_tolerance = int(nan_tolerance)
+        self.seed = int(seed)
+        self.nonfinite_total = 0
+        self.nonfinite_streak = 0
+        self.skipped: Counter[str] = Counter()
+        self._last_batch_end: float | None = None
+
+    # ----------------------------------------------------------------- optimizer
+    def configure_optimizers(self):
+        groups = [
+            {"params": params, "lr": float(self.lr[name]), "name": name}
+            for name, params in self.model.param_groups().items()
+            if params
+        ]
+        optimizer = self.optimizer_factory(groups)
+        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 10_000
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.warmup_steps, total, self.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def on_fit_start(self) -> None:
+        if self.ema_cfg is not None and self.ema is None:
+            self.ema = EMA(self.trainable_named_parameters(), **self.ema_cfg)
+        if self.ema is not None:
+            self.ema.to(self.device)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Batch, batch_idx: int):
+        self.skipped.update(batch.skipped)
+        generator = torch.Generator().manual_seed(hash((self.seed, self.global_step, self.global_rank)) & (2**63 - 1))
+        out = self.model(batch.mllm, batch.pixels(), generator=generator)
+        if not torch.isfinite(out.loss):
+            # Skip this step: Lightning does no backward / optimizer step when training_step returns None.
+            self.nonfinite_total += 1
+            self.nonfinite_streak += 1
+            self.log("train/nonfinite_steps", float(self.nonfinite_total), on_step=True)
+            if self.nonfinite_streak > self.nan_tolerance:
+                self.print(
+                    f"[mingexp] stopping: {self.nonfinite_streak} non-finite losses in a row (module.nan_tolerance="
+                    f"{self.nan_tolerance}); the last good checkpoint is kept. Lower the learning rate or check the data."
+                )
+                self.trainer.should_stop = True
+            return None
+        self.nonfinite_streak = 0
+        bs = len(batch)
+        self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=bs)
+        for key, n in self.skipped.items():
+            self.log(f"data/skipped/{key}", float(n), on_step=True, on_epoch=False)
+        return out.loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True)
+        for group in optimizer.param_groups:
+            self.log(f"lr/{group.get('name', 'group')}", group["lr"], on_step=True)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Right after the weights change, before any callback (checkpointing) sees the step.
+        if self.ema is not None:
+            self.ema.update(self.global_step)
+
+    def on_train_batch_end(self, outputs, batch: Batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            self.log("train/samples_per_s", len(batch) * self.trainer.world_size / max(now - self._last_batch_end, 1e-9), on_step=True)
+        self._last_batch_end = now
+
+    # ----------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        checkpoint["mingexp"] = {"nonfinite_total": self.nonfinite_total, "skipped": dict(self.skipped)}
+        # The frozen MLLM and VAE are not saved: they are loaded by path (model.mllm.path, model.vae.path).
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(("model.mllm.", "model.vae."))]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        frozen = {k: v for k, v in self.state_dict().items() if k.startswith(("model.mllm.", "model.vae."))}
+        checkpoint["state_dict"].update(frozen)
+        if "ema" in checkpoint and self.ema_cfg is not None:
+            if self.ema is None:
+                self.ema = EMA(self.trainable_named_parameters(), **self.ema_cfg)
+            self.ema.load_state_dict(checkpoint["ema"])
+        extra = checkpoint.get("mingexp", {})
+        self.nonfinite_total = int(extra.get("nonfinite_total", 0))
+        self.skipped = Counter(extra.get("skipped", {}))
+
+    # ------------------------------------------------------------------ sampling
+    def sampling_weights(self):
+        """Context manager: EMA weights when there is an EMA, the live weights otherwise."""
+        from contextlib import nullcontext
+
+        return self.ema.swapped() if self.ema is not None else nullcontext()

@@ -1,0 +1,75 @@
+"""The real training configs, shrunk to toy size, on a small shapes world written once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+from hydra import compose, initialize_config_dir
+
+from tests.conftest import CONF_DIR, SMALL
+from tests.data.helpers import jpg, png
+
+WORLD = {"t2i": 64, "edit": 24, "edit_chains": 6, "style": 12, "vqa": 48, "heldout": 4}
+
+# Everything a run needs to be a few seconds long.
+FAST = [
+    *SMALL,
+    "logger=csv",
+    "trainer.max_steps=3",
+    "trainer.log_every_n_steps=1",
+    "data.num_workers=0",
+    "data.batch_size=4",
+    "data.epoch_batches=4",
+    "+data.prepare.progress=false",
+    *[f"data.prepare.counts.{k}={v}" for k, v in WORLD.items()],
+    "callbacks.samples.every_n_steps=0",
+    "callbacks.samples.prompts=[a photo of a red circle,a photo of two stars]",
+    "callbacks.samples.seeds=[0]",
+    "callbacks.samples.steps=2",
+    "callbacks.last.every_n_train_steps=1",
+]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Path:
+    from mingexp.data.shapes import prepare_shapes
+
+    return prepare_shapes(tmp_path_factory.mktemp("shapes") / "v1", counts=WORLD, shard_size=32, progress=False)
+
+
+@pytest.fixture(scope="session")
+def wds_data(tmp_path_factory) -> Path:
+    """Tiny shards for the staged recipe's sources (paths.data_dir layout of data/paper_mixture.yaml)."""
+    root = tmp_path_factory.mktemp("data")
+    for name in ("laion", "coyo"):
+        (root / name).mkdir()
+        with wds.TarWriter(str(root / name / "00000.tar")) as sink:
+            for i in range(8):
+                sink.write({"__key__": f"{name}{i}", "jpg": jpg(48, 40, seed=i), "txt": f"a photo number {i}"})
+    for name in ("instructpix2pix", "magicbrush"):
+        (root / name).mkdir()
+        with wds.TarWriter(str(root / name / "00000.tar")) as sink:
+            for i in range(8):
+                sink.write({"__key__": f"{name}{i}", "src.png": png(), "tgt.png": png(color=(0, 0, 200)), "txt": "make it blue"})
+    for name in ("wikiart", "stylebooth"):
+        (root / name).mkdir()
+        with wds.TarWriter(str(root / name / "00000.tar")) as sink:
+            for i in range(8):
+                sink.write({"__key__": f"{name}{i}", "tgt.png": png(color=(9, 99, 9)), "txt": "in the style of x",
+                            "json": json.dumps({"style": "x"})})
+    return root
+
+
+def compose_train(tiny_dir: Path, world: Path, out: Path, *overrides: str, fast: bool = True, model: bool = True, shapes: bool = True):
+    """Compose conf/train.yaml shrunk to toy size; ``model=False`` for runs without a unified model (toy_mllm),
+    ``shapes=False`` for data configs that generate nothing (data=wds)."""
+    base = [f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.output_dir={out}", f"paths.root_dir={out}"]
+    extra = [
+        o for o in FAST
+        if (model or not o.startswith(("model.", "callbacks.samples."))) and (shapes or not o.startswith(("data.prepare", "+data.prepare")))
+    ] if fast else []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[*base, *extra, *overrides])
