@@ -181,6 +181,8 @@ def test_data_shapes_config_generates_and_streams(tiny_dir, tmp_path):
                                           "data.num_workers=0", "data.batch_size=6",
                                           *[f"data.prepare.counts.{k}={v}" for k, v in SMALL.items()], "+data.prepare.progress=false"])
     dm = instantiate(cfg.data)
+    assert dm.resolution is None  # data.resolution=null: the model's native size, filled in by train()
+    dm.set_resolution(32, 4)
     dm.prepare_data()
     dm.setup("fit")
     tasks = set()
