@@ -77,11 +77,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _init_from(module, cfg.init_from)
     # 3. callbacks, loggers, trainer
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
-    name = _run_name(cfg)
+    name = _run_name(cfg)  # a sweep job is named by its overrides in W&B
+    loggers = [
+        instantiate(c, **({"name": name} if name and "Wandb" in str(c.get("_target_")) else {}))
+        for c in (cfg.get("logger") or {}).values()
+        if c is not None and "_target_" in c
+    ]
     for logger in loggers:
-        if name and hasattr(logger, "_wandb_init"):
-            logger._wandb_init["name"] = name
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # 4. fit; a resumed run restores optimizer, scheduler, EMA, step and data position
@@ -89,7 +91,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     checkpoints = sorted(str(p) for p in (output_dir / "checkpoints").glob("*.ckpt"))
-    samples = sorted(str(p) for p in (output_dir / "samples").glob("*.png"))
+    # step_XXXXXXX.png in order, final.png last
+    samples = sorted((str(p) for p in (output_dir / "samples").glob("*.png")), key=lambda p: (Path(p).stem == "final", p))
     if trainer.is_global_zero:
         print("\n[mingexp] done.")
         print(f"  output folder : {output_dir}")

@@ -262,3 +262,32 @@ def test_two_process_distributed_run(tiny_dir, world, tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
     assert result["metrics"]["train/loss_step"] > 0
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "fsdp"])
+def test_gpu_trainer_configs_compose_and_build_their_strategy(tiny_dir, world, tmp_path, trainer):
+    """The GPU trainers cannot run here; their configs must compose and their strategy objects build."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train(tiny_dir, world, tmp_path, f"trainer={trainer}")
+    assert cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.precision == "bf16-mixed"
+    if trainer != "gpu":
+        strategy = instantiate(cfg.trainer.strategy)
+        assert type(strategy).__name__ == {"ddp": "DDPStrategy", "fsdp": "FSDPStrategy"}[trainer]
+    if trainer == "fsdp":
+        from diffusers.models.transformers.sana_transformer import SanaTransformerBlock
+
+        policy = instantiate(cfg.trainer.strategy.auto_wrap_policy)
+        assert SanaTransformerBlock in policy._module_classes
+
+
+def test_slurm_launcher_config_composes(tiny_dir, world, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs `pip install -e .[slurm]`")
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher.gpus_per_node == 8
