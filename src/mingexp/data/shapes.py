@@ -440,6 +440,16 @@ def write_shapes(
             if scene is not None:
                 return scene
 
+    def edit_sample(rng: random.Random, key: str) -> dict:
+        while True:
+            base = random_base(rng)
+            step = edit_scene(rng, base)
+            if step is not None:
+                break
+        target, instruction = step
+        return {"__key__": key, "src.png": _png(render(base)), "tgt.png": _png(render(target)), "txt": instruction,
+                "json": json.dumps({"instruction": instruction, "source_scene": base.to_json(), "target_scene": target.to_json()})}
+
     # t2i (and recon): one GenEval-phrased caption per scene, with its include/exclude truth
     with _writer(out / "t2i", shard_size) as sink:
         for i in _iterate(counts["t2i"], "t2i", progress):
@@ -448,13 +458,7 @@ def write_shapes(
     rng = random.Random(seed + 1)
     with _writer(out / "edit", shard_size) as sink:
         for i in _iterate(counts["edit"], "edit", progress):
-            while True:
-                base = random_base(rng)
-                step = edit_scene(rng, base)
-                if step is not None:
-                    break
-            sink.write({"__key__": f"edit{i:07d}", "src.png": _png(render(base)), "tgt.png": _png(render(step[0])), "txt": step[1],
-                        "json": json.dumps({"instruction": step[1], "source_scene": base.to_json(), "target_scene": step[0].to_json()})})
+            sink.write(edit_sample(rng, f"edit{i:07d}"))
     # multi-turn chains of 2–5 edits
     rng = random.Random(seed + 2)
     with _writer(out / "edit_chains", shard_size) as sink:
@@ -490,13 +494,7 @@ def write_shapes(
             sink.write(t2i_sample(random.Random(rng.getrandbits(63)), f"held{i:07d}"))
     with _writer(out / "heldout" / "edit", shard_size) as sink:
         for i in range(counts["heldout"]):
-            while True:
-                base = random_base(rng)
-                step = edit_scene(rng, base)
-                if step is not None:
-                    break
-            sink.write({"__key__": f"heldedit{i:07d}", "src.png": _png(render(base)), "tgt.png": _png(render(step[0])), "txt": step[1],
-                        "json": json.dumps({"instruction": step[1], "source_scene": base.to_json(), "target_scene": step[0].to_json()})})
+            sink.write(edit_sample(rng, f"heldedit{i:07d}"))
     # the GenEval-Shapes prompt suite
     suite = out / "geneval_shapes"
     suite.mkdir(parents=True, exist_ok=True)

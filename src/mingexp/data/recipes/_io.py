@@ -50,3 +50,16 @@ def read_parquet(files) -> "list[dict]":
     for f in files:
         rows += pq.read_table(str(f)).to_pylist()
     return rows
+
+
+def pair_sample(key: str, src: bytes | None, tgt: bytes | None, text: str, meta: dict, counts) -> dict | None:
+    """A ``src``/``tgt``/``txt`` sample, or None (counted) when an image is missing or the text is empty."""
+    import json
+
+    if src is None or tgt is None:
+        counts["missing_image"] += 1
+        return None
+    if not text:
+        counts["empty_instruction"] += 1
+        return None
+    return {"__key__": key, f"src.{image_ext(src)}": src, f"tgt.{image_ext(tgt)}": tgt, "txt": text, "json": json.dumps(meta)}

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from mingexp.data.recipes._io import image_bytes, image_ext, read_parquet, shard_writer
+from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, shard_writer
 
 PRESETS = {
     "instructpix2pix": dict(source="original_image", target="edited_image", instruction="edit_prompt", chain=None, turn=None,
@@ -54,17 +54,12 @@ def convert(
     with shard_writer(out, shard_size) as sink:
         if chain is None:
             for i, row in enumerate(rows):
-                src, tgt = image_bytes(row[source], root), image_bytes(row[target], root)
                 text = str(row[instruction] or "").strip()
-                if src is None or tgt is None:
-                    counts["missing_image"] += 1
-                    continue
-                if not text:
-                    counts["empty_instruction"] += 1
-                    continue
                 meta = {"instruction": text, **{k: row.get(k) for k in extra}}
-                sink.write({"__key__": f"e{i:09d}", f"src.{image_ext(src)}": src, f"tgt.{image_ext(tgt)}": tgt, "txt": text, "json": json.dumps(meta)})
-                counts["written"] += 1
+                sample = pair_sample(f"e{i:09d}", image_bytes(row[source], root), image_bytes(row[target], root), text, meta, counts)
+                if sample is not None:
+                    sink.write(sample)
+                    counts["written"] += 1
             return counts
         groups: dict = defaultdict(list)
         for row in rows:

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from mingexp.data.recipes._io import image_bytes, image_ext, read_parquet, shard_writer
+from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, shard_writer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -56,17 +56,12 @@ def convert_pairs(table: str | Path, out: str | Path, content: str, instruction:
     counts: Counter = Counter()
     with shard_writer(out, shard_size) as sink:
         for i, row in enumerate(rows):
-            src, tgt = image_bytes(row.get(content), table.parent), image_bytes(row.get(stylised), table.parent)
             text = str(row.get(instruction) or "").strip()
-            if src is None or tgt is None:
-                counts["missing_image"] += 1
-                continue
-            if not text:
-                counts["empty_instruction"] += 1
-                continue
-            sink.write({"__key__": f"p{i:09d}", f"src.{image_ext(src)}": src, f"tgt.{image_ext(tgt)}": tgt, "txt": text,
-                        "json": json.dumps({"instruction": text})})
-            counts["written"] += 1
+            src, tgt = image_bytes(row.get(content), table.parent), image_bytes(row.get(stylised), table.parent)
+            sample = pair_sample(f"p{i:09d}", src, tgt, text, {"instruction": text}, counts)
+            if sample is not None:
+                sink.write(sample)
+                counts["written"] += 1
     return counts
 
 
