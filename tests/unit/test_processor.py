@@ -68,3 +68,21 @@ def test_alpha_palette_and_gray_images_become_rgb(proc, mode):
     im = rgb(32, 32).convert(mode)
     assert proc.prepare_image(im).mode == "RGB"
     assert proc.encode("<image>", [im])["pixel_values"] is not None
+
+
+def test_plain_prompt_format_drops_the_chat_scaffolding(tiny_dir):
+    plain = MLLMProcessor.from_pretrained(tiny_dir / "mllm", prompt_format="plain")
+    assert plain.chat_text("a photo of a red circle", 0) == "<|im_start|>a photo of a red circle"
+    assert plain.chat_text("what is <image>?", 1) == f"<|im_start|>what is {VISION_START}{IMAGE_PAD}{VISION_END}?"
+    assert len(plain.encode("")["input_ids"]) == 1  # the null condition still has a position
+    enc = plain.encode("what is <image>?", [rgb(32, 32)])
+    assert sum(i == plain.image_pad_id for i in enc["input_ids"]) == int(enc["image_grid_thw"][0].prod()) // plain.merge_size**2
+    # answering always uses the chat format
+    assert plain.chat_text("hi", 0, prompt_format="chat").endswith("<|im_start|>assistant\n")
+
+
+def test_unknown_prompt_format_is_rejected(tiny_dir):
+    from mingexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.mllm.prompt_format='markdown'"):
+        MLLMProcessor.from_pretrained(tiny_dir / "mllm", prompt_format="markdown")

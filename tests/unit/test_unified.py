@@ -110,6 +110,7 @@ def test_detached_target_changes_what_the_queries_learn(tiny_dir):
     ["model.queries.boundary=shared", "model.queries.boundary_trainable=false", "model.queries.grid_encoding=none", "model.queries.position_layout=row"],
     ["model.cond_dropout.null_condition=zeros", "model.cond_dropout.p=0.5"],
     ["model.mllm.prefix_cache=false"],
+    ["model.mllm.prompt_format=plain"],
     ["model.flow.timestep_sampling=uniform", "model.flow.shift=3.0"],
 ])
 def test_every_option_trains_a_step(tiny_dir, overrides):

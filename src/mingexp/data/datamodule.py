@@ -128,7 +128,7 @@ class WebDataModule(L.LightningDataModule):
         epoch_batches: batches per epoch (``with_epoch``) for resampled streams.
         max_pixels: decompression-bomb cap per image.
         recon_prompt: text accompanying reconstruction inputs.
-        system_prompt / image_size: the MLLM processor's options (as ``model.mllm``).
+        system_prompt / image_size / prompt_format: the MLLM processor's options (as ``model.mllm``).
         prepare: optional callable run once by ``prepare_data`` (e.g. generating the shapes world).
     """
 
@@ -148,6 +148,7 @@ class WebDataModule(L.LightningDataModule):
         recon_prompt: str = "",
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         image_size: int | None = None,
+        prompt_format: str = "chat",
         prepare: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__()
@@ -157,6 +158,7 @@ class WebDataModule(L.LightningDataModule):
             raise ConfigError(f"data.num_workers={num_workers}: must be ≥ 0.")
         self.sources_cfg = sources
         self.processor_path, self.system_prompt, self.image_size = processor_path, system_prompt, image_size
+        self.prompt_format = prompt_format
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.resolution, self.buckets, self.bucket_multiple = resolution, bool(buckets), bucket_multiple
         self.seed, self.resampled, self.epoch_batches = int(seed), bool(resampled), int(epoch_batches)
@@ -193,7 +195,7 @@ class WebDataModule(L.LightningDataModule):
         self.transform = DiTTransform(self.resolution, self.buckets, self.bucket_multiple or 32)
         self.specs = parse_sources(self.sources_cfg)
         folder = checkpoint_dir(self.processor_path, "data.processor_path", "the MLLM checkpoint (tokenizer + image processor)")
-        processor = MLLMProcessor.from_pretrained(folder, system_prompt=self.system_prompt, image_size=self.image_size)
+        processor = MLLMProcessor.from_pretrained(folder, system_prompt=self.system_prompt, image_size=self.image_size, prompt_format=self.prompt_format)
         self.dataset = MixtureDataset(
             self.specs, processor, self.transform, self.batch_size, self.seed, self.resampled, self.max_pixels, self.recon_prompt
         )

@@ -76,6 +76,7 @@ class FrozenMLLM(nn.Module):
         trust_remote_code: bool = False,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         image_size: int | None = None,
+        prompt_format: str = "chat",
     ) -> "FrozenMLLM":
         """Load by path (``model.mllm.path``). ``trust_remote_code`` stays off unless asked for."""
         from transformers import AutoConfig, AutoModelForImageTextToText
@@ -91,7 +92,7 @@ class FrozenMLLM(nn.Module):
             trust_remote_code=trust_remote_code,
             use_safetensors=True,  # never unpickle weights
         )
-        processor = MLLMProcessor.from_pretrained(folder, system_prompt=system_prompt, image_size=image_size)
+        processor = MLLMProcessor.from_pretrained(folder, system_prompt=system_prompt, image_size=image_size, prompt_format=prompt_format)
         return cls(model, processor, layer=layer, prefix_cache=prefix_cache)
 
     # -------------------------------------------------------------- properties
@@ -227,7 +228,7 @@ class FrozenMLLM(nn.Module):
             images = []
         elif not isinstance(images, (list, tuple)):
             images = [images]
-        inputs = self.processor([text], [list(images)]).to(self.device)
+        inputs = self.processor([text], [list(images)], prompt_format="chat").to(self.device)
         kwargs = dict(
             input_ids=inputs.input_ids,
             attention_mask=inputs.attention_mask,

@@ -15,6 +15,10 @@ with n = grid_t·grid_h·grid_w / merge_size² placeholder tokens per image, whi
 that image's merged vision features.
 
 Images go where the text says ``<image>``; when the text has no such marker they go before the text.
+
+``prompt_format="plain"`` drops the chat scaffolding (system and role tokens) from conditioning prompts:
+a start token, then the text and its image blocks only. A small MLLM whose attention is not yet content-selective then sees
+far more of the prompt at the queries (toy preset); answering (``chat``) always uses the chat format.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ IMAGE_PAD = "<|image_pad|>"
 VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+PROMPT_FORMATS = ("chat", "plain")
+PLAIN_START = "<|im_start|>"
 
 
 @dataclass
@@ -76,7 +82,11 @@ class MLLMProcessor:
         image_processor,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         image_size: int | None = None,
+        prompt_format: str = "chat",
     ) -> None:
+        if prompt_format not in PROMPT_FORMATS:
+            raise ConfigError(f"model.mllm.prompt_format={prompt_format!r}: use one of {PROMPT_FORMATS}.")
+        self.prompt_format = prompt_format
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.system_prompt = system_prompt
@@ -97,7 +107,7 @@ class MLLMProcessor:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, image_size: int | None = None
+        cls, path: str | Path, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, image_size: int | None = None, prompt_format: str = "chat"
     ) -> "MLLMProcessor":
         from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -115,11 +125,12 @@ class MLLMProcessor:
                     tokenizer.chat_template = text
                     break
         image_processor = AutoImageProcessor.from_pretrained(str(path))
-        return cls(tokenizer, image_processor, system_prompt=system_prompt, image_size=image_size)
+        return cls(tokenizer, image_processor, system_prompt=system_prompt, image_size=image_size, prompt_format=prompt_format)
 
     # ------------------------------------------------------------------ text
-    def chat_text(self, prompt: str, num_images: int) -> str:
-        """The chat-format string of one user turn with ``num_images`` images, ending in the assistant prefix."""
+    def chat_text(self, prompt: str, num_images: int, prompt_format: str | None = None) -> str:
+        """The string of one user turn with ``num_images`` images: chat format ending in the assistant prefix,
+        or (``plain``) the text with its image blocks only."""
         n_markers = prompt.count(IMAGE_MARKER)
         if n_markers and n_markers != num_images:
             raise ValueError(
@@ -139,6 +150,10 @@ class MLLMProcessor:
         else:
             content += [{"type": "image"}] * num_images
             content.append({"type": "text", "text": prompt})
+        if (prompt_format or self.prompt_format) == "plain":
+            # A start token keeps even the empty (null-condition) prompt one position long.
+            block = f"{VISION_START}{IMAGE_PAD}{VISION_END}"
+            return PLAIN_START + "".join(block if c["type"] == "image" else c["text"] for c in content)
         messages = []
         if self.system_prompt:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
@@ -160,14 +175,14 @@ class MLLMProcessor:
         return image
 
     # ------------------------------------------------------------- one sample
-    def encode(self, prompt: str, images: Sequence[Image.Image] = (), answer: str | None = None) -> dict:
+    def encode(self, prompt: str, images: Sequence[Image.Image] = (), answer: str | None = None, prompt_format: str | None = None) -> dict:
         """Tokenise one prompt with its images. Returns ``input_ids`` (list), ``pixel_values``, ``image_grid_thw``.
 
         With ``answer`` (understanding data) the assistant's answer and end-of-turn token follow the prompt,
         and ``labels`` (list) holds their ids with -100 on every prompt position.
         """
         images = list(images or [])
-        text = self.chat_text(prompt, len(images))
+        text = self.chat_text(prompt, len(images), prompt_format)
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         n_pads = sum(1 for i in ids if i == self.image_pad_id)
         if n_pads != len(images):
@@ -214,11 +229,13 @@ class MLLMProcessor:
         grids = [e["image_grid_thw"] for e in encoded if e["image_grid_thw"] is not None]
         return MLLMInputs(ids, mask, torch.cat(pvs) if pvs else None, torch.cat(grids) if grids else None, labels)
 
-    def __call__(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]] | None = None) -> MLLMInputs:
+    def __call__(
+        self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]] | None = None, prompt_format: str | None = None
+    ) -> MLLMInputs:
         """Encode and collate a batch. ``images[i]`` is the (possibly empty) list of images of prompt i."""
         if isinstance(prompts, str):
             raise TypeError("pass a list of prompts, not a single string")
         images = images if images is not None else [[] for _ in prompts]
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
-        return self.collate([self.encode(p, ims) for p, ims in zip(prompts, images)])
+        return self.collate([self.encode(p, ims, prompt_format=prompt_format) for p, ims in zip(prompts, images)])
