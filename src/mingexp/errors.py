@@ -31,3 +31,12 @@ def checkpoint_dir(path: str | Path | None, key: str, what: str, must_contain: s
     if must_contain and not (p / must_contain).is_file():
         raise ConfigError(f"{key}={path!s} holds no {must_contain}: it is not {what}. Pass the folder written by save_pretrained.")
     return p
+
+
+def checkpoint_subdir(path: str | Path | None, subfolder: str | None, key: str, what: str) -> Path:
+    """``path`` (config key ``<key>.path``), or its ``subfolder`` (hub layouts: ``transformer/``, ``vae/``),
+    checked to hold a ``config.json``."""
+    root = checkpoint_dir(path, f"{key}.path", what, must_contain="")
+    if not subfolder:
+        return checkpoint_dir(root, f"{key}.path", what)
+    return checkpoint_dir(root / subfolder, f"{key}.path/{key}.subfolder", what)

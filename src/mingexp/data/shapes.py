@@ -224,7 +224,7 @@ def describe(scene: Scene) -> str:
     for o in scene.objects:
         groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
     parts = [
-        (f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" if n == 1 else f"{NUMBER_WORDS.get(n, str(n))} {c} {plural(s)}")
+        (_a(f"{c} {s}") if n == 1 else f"{NUMBER_WORDS.get(n, str(n))} {c} {plural(s)}")
         for (c, s), n in groups.items()
     ]
     if not parts:

@@ -30,6 +30,8 @@ from typing import Callable
 
 from PIL import Image
 
+from mingexp.utils import to_rgb
+
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 GENERATION_TASKS = ("t2i", "recon", "edit", "style")
 TASKS = GENERATION_TASKS + ("vqa",)
@@ -86,13 +88,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise SkipSample("too_many_pixels", str(e)) from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a skipped sample
         raise SkipSample("undecodable_image", f"{type(e).__name__}: {e}") from None
-    if image.mode == "RGB":
-        return image  # the common case: no copy
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(canvas, rgba)
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def _text(raw: dict, name: str) -> str | None:

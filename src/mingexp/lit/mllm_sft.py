@@ -18,7 +18,7 @@ import torch
 
 from mingexp.data.batch import Batch
 from mingexp.errors import checkpoint_dir
-from mingexp.lit.module import warmup_cosine
+from mingexp.lit.module import warmup_cosine_schedule
 
 
 def ensure_base(path: str | Path, **sizes) -> Path:
@@ -67,9 +67,7 @@ class MLLMFinetuneModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
-        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 10_000
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.warmup_steps, total, self.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine_schedule(self, optimizer, self.warmup_steps, self.min_lr_ratio)
 
     def training_step(self, batch: Batch, batch_idx: int):
         inputs = batch.mllm

@@ -42,6 +42,14 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float) -> C
     return factor
 
 
+def warmup_cosine_schedule(module: L.LightningModule, optimizer: torch.optim.Optimizer, warmup_steps: int, min_lr_ratio: float) -> dict:
+    """Lightning's optimizer config: per-step warm-up + cosine over the trainer's ``max_steps``."""
+    trainer = module._trainer
+    total = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else 10_000
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total, min_lr_ratio))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 class UnifiedLitModule(L.LightningModule):
     """Trains a :class:`UnifiedModel` on :class:`~mingexp.data.batch.Batch` objects.
 
@@ -91,10 +99,7 @@ class UnifiedLitModule(L.LightningModule):
             for name, params in self.model.param_groups().items()
             if params
         ]
-        optimizer = self.optimizer_factory(groups)
-        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else 10_000
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(self.warmup_steps, total, self.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return warmup_cosine_schedule(self, self.optimizer_factory(groups), self.warmup_steps, self.min_lr_ratio)
 
     def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from mingexp.errors import ConfigError, checkpoint_dir
+from mingexp.errors import ConfigError, checkpoint_subdir
 
 
 def load_dit(
@@ -36,9 +36,7 @@ def load_dit(
     if (path is None) == (config is None):
         raise ConfigError("give exactly one of model.dit.path (a diffusers SANA folder) or model.dit.config (SanaTransformer2DModel kwargs).")
     if path is not None:
-        root = checkpoint_dir(path, "model.dit.path", "a diffusers SanaTransformer2DModel", must_contain="")
-        folder = root / subfolder if subfolder else root
-        checkpoint_dir(folder, "model.dit.path" + ("/model.dit.subfolder" if subfolder else ""), "a diffusers SanaTransformer2DModel")
+        folder = checkpoint_subdir(path, subfolder, "model.dit", "a diffusers SanaTransformer2DModel")
         dit = SanaTransformer2DModel.from_pretrained(str(folder), use_safetensors=True)
     else:
         dit = SanaTransformer2DModel(**dict(config))

@@ -206,7 +206,6 @@ class FrozenMLLM(nn.Module):
                 use_cache=True,
                 output_hidden_states=want_hidden,
             )
-            h = out.hidden_states[self.layer] if want_hidden else out.last_hidden_state
         else:
             # 3b. the whole sequence with autograd (reference path)
             out = lm(
@@ -216,9 +215,8 @@ class FrozenMLLM(nn.Module):
                 use_cache=False,
                 output_hidden_states=want_hidden,
             )
-            h = out.hidden_states[self.layer] if want_hidden else out.last_hidden_state
-            h = h[:, -Lq:]
-        return h.to(out_dtype)
+        h = out.hidden_states[self.layer] if want_hidden else out.last_hidden_state
+        return h[:, -Lq:].to(out_dtype)  # the full path returns the prompt too; the cached one only the block
 
     # ------------------------------------------------------------ understanding
     @torch.no_grad()

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from mingexp.errors import ConfigError
+from mingexp.utils import to_rgb
 
 IMAGE_MARKER = "<image>"
 IMAGE_PAD = "<|image_pad|>"
@@ -165,11 +166,7 @@ class MLLMProcessor:
         """RGB (alpha composited on white, palettes expanded), optionally resized to the fixed MLLM size."""
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image, got {type(image).__name__}")
-        if image.mode in ("RGBA", "LA", "P", "PA"):
-            rgba = image.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(canvas, rgba)
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.image_size is not None:
             image = image.resize((self.image_size, self.image_size), Image.BICUBIC)
         return image

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mingexp.errors import checkpoint_dir
+from mingexp.errors import checkpoint_subdir
 from mingexp.utils import resolve_dtype
 
 
@@ -48,9 +48,7 @@ class DCAE(nn.Module):
     def from_pretrained(cls, path: str | Path, subfolder: str | None = None, dtype: str = "float32") -> "DCAE":
         from diffusers import AutoencoderDC
 
-        root = checkpoint_dir(path, "model.vae.path", "a diffusers AutoencoderDC", must_contain="")
-        folder = root / subfolder if subfolder else root
-        checkpoint_dir(folder, "model.vae.path" + ("/model.vae.subfolder" if subfolder else ""), "a diffusers AutoencoderDC")
+        folder = checkpoint_subdir(path, subfolder, "model.vae", "a diffusers AutoencoderDC")
         ae = AutoencoderDC.from_pretrained(str(folder), torch_dtype=resolve_dtype(dtype, "model.vae.dtype"), use_safetensors=True)
         return cls(ae)
 
