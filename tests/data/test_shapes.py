@@ -153,11 +153,15 @@ def test_written_world_is_consistent_and_reused(tmp_path):
     assert (out / "manifest.json").stat().st_mtime_ns == manifest  # reused, not rewritten
     n = sum(1 for _ in wds.WebDataset(str(out / "t2i" / "*.tar").replace("*", "{000000..000002}"), shardshuffle=False))
     assert n == 40
+    captions = []
     for sample in wds.WebDataset(str(out / "t2i" / "000000.tar"), shardshuffle=False):
         meta = json.loads(sample["json"])
         scene = S.Scene.from_json(meta["scene"])
         check_scene(scene, Image.open(io.BytesIO(sample["png"])).convert("RGB"))
-        assert sample["txt"].decode() == meta["prompt"]
+        caption = sample["txt"].decode()
+        assert caption == meta["caption"] and caption in (meta["prompt"], "a photo of " + S.describe(scene))
+        captions.append(caption == meta["prompt"])
+    assert 0 < sum(captions) < len(captions)  # both kinds of caption occur
     for sample in wds.WebDataset(str(out / "edit" / "000000.tar"), shardshuffle=False):
         meta = json.loads(sample["json"])
         for which, member in (("source", "src.png"), ("target", "tgt.png")):
@@ -165,6 +169,8 @@ def test_written_world_is_consistent_and_reused(tmp_path):
     held = {json.loads(s["json"])["prompt"] + str(json.loads(s["json"])["scene"]) for s in wds.WebDataset(str(out / "heldout" / "t2i" / "000000.tar"), shardshuffle=False)}
     train = {json.loads(s["json"])["prompt"] + str(json.loads(s["json"])["scene"]) for s in wds.WebDataset(str(out / "t2i" / "{000000..000002}.tar"), shardshuffle=False)}
     assert not held & train
+    questions = [s for s in wds.WebDataset(str(out / "heldout" / "vqa" / "000000.tar"), shardshuffle=False)]
+    assert len(questions) == SMALL["heldout"] and all(json.loads(q["json"])["qa"] for q in questions)
     lines = (out / "geneval_shapes" / "evaluation_metadata.jsonl").read_text().splitlines()
     assert len(lines) == 299
 

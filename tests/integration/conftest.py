@@ -30,6 +30,24 @@ FAST = [
     "callbacks.samples.seeds=[0]",
     "callbacks.samples.steps=2",
     "callbacks.last.every_n_train_steps=1",
+    "callbacks.evaluation=null",
+    "callbacks.best.monitor=train/loss_epoch",
+    "callbacks.best.mode=min",
+]
+
+# The in-training evaluation, shrunk: every 2 steps and at the end, a few prompts / images, 2 sampler steps.
+EVAL_SMALL = [
+    "callbacks.evaluation.every_n_steps=2",
+    "callbacks.best.every_n_train_steps=2",
+    "callbacks.evaluation.evals.geneval_shapes.prompts=6",
+    "callbacks.evaluation.evals.geneval_shapes.steps=2",
+    "callbacks.evaluation.evals.recon.n=2",
+    "callbacks.evaluation.evals.recon.steps=2",
+    "callbacks.evaluation.evals.edit.n=2",
+    "callbacks.evaluation.evals.edit.steps=2",
+    "callbacks.evaluation.evals.vqa.n=2",
+    "callbacks.evaluation.evals.vqa.max_new_tokens=4",
+    "callbacks.evaluation.final_overrides={geneval_shapes: {n_prompts: 6, images_per_prompt: 2}, recon: {n: 3}}",
 ]
 
 
@@ -69,7 +87,7 @@ def compose_train(tiny_dir: Path, world: Path, out: Path, *overrides: str, fast:
     base = [f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.output_dir={out}", f"paths.root_dir={out}"]
     extra = [
         o for o in FAST
-        if (model or not o.startswith(("model.", "callbacks.samples."))) and (shapes or not o.startswith(("data.prepare", "+data.prepare")))
+        if (model or not o.startswith(("model.", "callbacks.samples.", "callbacks.best."))) and (shapes or not o.startswith(("data.prepare", "+data.prepare")))
     ] if fast else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[*base, *extra, *overrides])

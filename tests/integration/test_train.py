@@ -291,3 +291,4 @@ def test_slurm_launcher_config_composes(tiny_dir, world, tmp_path):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher.gpus_per_node == 8
+

@@ -58,7 +58,8 @@ STYLES = {
     "grayscale": "make it black and white",
     "pixelated": "pixelate the image",
 }
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: t2i captions mix GenEval prompts and full descriptions; heldout/vqa
+GENEVAL_CAPTION_FRACTION = 0.5  # t2i captions that are GenEval-phrased prompts (the rest: full descriptions)
 
 
 def plural(shape: str) -> str:
@@ -430,8 +431,12 @@ def write_shapes(
     def t2i_sample(rng: random.Random, key: str) -> dict:
         metadata = prompt_metadata(rng, rng.choice(TAGS))
         scene = scene_for(rng, metadata, resolution)
-        return {"__key__": key, "png": _png(render(scene)), "txt": metadata["prompt"],
-                "json": json.dumps({**metadata, "scene": scene.to_json(), "caption": metadata["prompt"], "description": describe(scene)})}
+        # Half the captions are the GenEval-phrased prompt, half the complete description (every object's
+        # colour and count): GenEval prompts leave colours unsaid in four of six tags, and a toy model
+        # learns colour far sooner when captions always name it.
+        caption = metadata["prompt"] if rng.random() < GENEVAL_CAPTION_FRACTION else "a photo of " + describe(scene)
+        return {"__key__": key, "png": _png(render(scene)), "txt": caption,
+                "json": json.dumps({**metadata, "scene": scene.to_json(), "caption": caption, "description": describe(scene)})}
 
     def random_base(rng: random.Random) -> Scene:
         while True:
@@ -495,6 +500,10 @@ def write_shapes(
     with _writer(out / "heldout" / "edit", shard_size) as sink:
         for i in range(counts["heldout"]):
             sink.write(edit_sample(rng, f"heldedit{i:07d}"))
+    with _writer(out / "heldout" / "vqa", shard_size) as sink:
+        for i in range(counts["heldout"]):
+            scene = random_base(rng)
+            sink.write({"__key__": f"heldvqa{i:07d}", "png": _png(render(scene)), "json": json.dumps({"qa": questions(rng, scene), "scene": scene.to_json()})})
     # the GenEval-Shapes prompt suite
     suite = out / "geneval_shapes"
     suite.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Evaluation: GenEval (and GenEval-Shapes), reconstruction PSNR/SSIM, edit success, VQA accuracy."""

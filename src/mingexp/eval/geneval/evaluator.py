@@ -1,0 +1,72 @@
+"""GenEval as one evaluation: generate the (sub)suite into the official layout, score it, summarise."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from mingexp.eval.common import generate_images
+from mingexp.eval.geneval.metadata import load_metadata
+from mingexp.eval.geneval.protocol import score_folder, write_layout
+from mingexp.eval.metrics import GenEvalScore
+
+
+def subset(prompts: list[dict], n: int | None) -> list[dict]:
+    """``n`` prompts spread evenly over the tags (the same ones every time); all when n is None."""
+    if n is None or n >= len(prompts):
+        return prompts
+    by_tag: dict[str, list[dict]] = {}
+    for p in prompts:
+        by_tag.setdefault(p["tag"], []).append(p)
+    out, k = [], 0
+    while len(out) < n:
+        for group in by_tag.values():
+            if k < len(group) and len(out) < n:
+                out.append(group[k])
+        k += 1
+    return out
+
+
+class GenEvalEval:
+    """GenEval (or GenEval-Shapes) on a model.
+
+    Args:
+        metadata: path of an ``evaluation_metadata.jsonl`` (or ``official``, downloaded once).
+        detector: a detector (``detect`` + ``colours``), see :mod:`mingexp.eval.geneval`.
+        images_per_prompt: 4 in the official protocol.
+        prompts: evaluate an evenly tag-spread subset of this many prompts (in-training); None = all.
+        name: the metric prefix (``geneval`` / ``geneval_shapes``).
+    """
+
+    def __init__(self, metadata: str, detector, images_per_prompt: int = 4, prompts: int | None = None, seed: int = 0,
+                 batch_size: int = 16, steps: int | None = None, guidance_scale: float | None = None, track: str | None = None,
+                 cache_dir: str = ".cache", name: str = "geneval") -> None:
+        self.metadata, self.detector, self.images_per_prompt = metadata, detector, int(images_per_prompt)
+        self.n_prompts, self.seed, self.batch_size = prompts, int(seed), int(batch_size)
+        self.steps, self.guidance_scale, self.track, self.cache_dir, self.name = steps, guidance_scale, track, cache_dir, name
+
+    def prompts(self) -> tuple[list[dict], str]:
+        prompts, track = load_metadata(self.metadata, self.cache_dir, self.track)
+        chosen = subset(prompts, self.n_prompts)
+        return chosen, track if len(chosen) == len(prompts) else f"{track}-subset{len(chosen)}"
+
+    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
+        prompts, track = self.prompts()
+
+        def generate(texts, seeds):
+            return generate_images(model, texts, seeds, batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(out_dir) if out_dir is not None else Path(tmp)
+            write_layout(prompts, folder, generate, self.images_per_prompt, self.seed, self.batch_size, progress=False)
+            summary, results = score_folder(folder, self.detector, self.images_per_prompt, track, progress=False)
+            metric = GenEvalScore()
+            metric.update([r["correct"] for r in results], [r["tag"] for r in results])
+            values = {k: float(v) for k, v in metric.compute().items()}
+            values["correct_prompts"] = summary["correct_prompts"]
+            values["missing"] = float(summary["missing"])
+            from PIL import Image
+
+            shown = [(Image.open(folder / f"{i:05d}" / "samples" / "0000.png").convert("RGB"), r["correct"])
+                     for i, r in zip(range(len(prompts)), results[:: self.images_per_prompt])][:16]
+        return values, shown

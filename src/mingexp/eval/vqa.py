@@ -1,0 +1,37 @@
+"""Understanding: exact-match accuracy of the frozen MLLM's answers on held-out questions.
+
+Training never touches the MLLM, so this number must not move during training; it is the check that the
+unified model "still answers questions about images" (and, in the toy world, that stage 0 taught it to).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from mingexp.eval.common import load_samples
+from mingexp.eval.metrics import VQAAccuracy
+
+
+class VQAEval:
+    """Accuracy over the first ``n`` questions of held-out vqa shards."""
+
+    name = "vqa"
+
+    def __init__(self, urls: str | Sequence[str], n: int = 64, max_new_tokens: int = 16) -> None:
+        self.urls, self.n, self.max_new_tokens = urls, int(n), int(max_new_tokens)
+        self._samples = None
+
+    def samples(self):
+        if self._samples is None:
+            self._samples, _ = load_samples(self.urls, "vqa", self.n, "eval.vqa.urls")
+            if not self._samples:
+                raise ValueError(f"eval.vqa.urls={self.urls}: no readable questions.")
+        return self._samples
+
+    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
+        samples = self.samples()
+        answers = [model.chat(s.inputs, s.prompt, max_new_tokens=self.max_new_tokens) for s in samples]
+        metric = VQAAccuracy()
+        metric.update(answers, [s.answer for s in samples])
+        return {"accuracy": float(metric.compute())}, []
