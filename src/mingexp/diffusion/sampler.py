@@ -7,6 +7,11 @@ conditional and unconditional branches as ONE batched DiT forward per step::
     v = v_u + w·(v_c − v_u)
     x ← scheduler.step(v, t, x)
 
+With an image condition (editing with image guidance, InstructPix2Pix-style, for models trained with the
+instruction dropped), three branches run as one forward: null, image-only and image + instruction::
+
+    v = v_u + w_I·(v_I − v_u) + w·(v_c − v_I)
+
 A fresh scheduler is made per call (schedulers carry a step index), so samplers share no state.
 """
 
@@ -51,6 +56,8 @@ class FlowSampler:
         generator: torch.Generator | list[torch.Generator] | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
+        image_cond: torch.Tensor | None = None,
+        image_guidance_scale: float | None = None,
     ) -> torch.Tensor:
         """Denoise from pure noise.
 
@@ -60,6 +67,8 @@ class FlowSampler:
             cond: (B, T, C_cap) conditions; null_cond: (B, T, C_cap) or (1, T, C_cap) null conditions.
             latent_shape: (B, C, h, w).
             generator: one generator, or one per image (per-image seeds give batch-independent samples).
+            image_cond / image_guidance_scale: (B, T, C_cap) the condition without the instruction, and w_I
+                (three-branch guidance; both or neither).
         """
         steps = self.steps if steps is None else int(steps)
         w = self.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -68,13 +77,20 @@ class FlowSampler:
         else:
             x = torch.randn(latent_shape, generator=generator)
         x = x.to(device=cond.device, dtype=cond.dtype)
-        guided = w != 1.0 and null_cond is not None
-        if guided:
+        three = image_cond is not None and image_guidance_scale is not None and null_cond is not None
+        guided = (w != 1.0 and null_cond is not None) and not three
+        if three:
+            c_in = torch.cat([null_cond.expand_as(cond), image_cond, cond])
+            w_i = float(image_guidance_scale)
+        elif guided:
             c_in = torch.cat([null_cond.expand_as(cond), cond])
         sched = self.scheduler()
         sched.set_timesteps(steps, device=cond.device)
         for t in sched.timesteps:
-            if guided:
+            if three:
+                v_u, v_i, v_c = denoise(torch.cat([x, x, x]), c_in, t.expand(3 * x.shape[0])).chunk(3)
+                v = v_u + w_i * (v_i - v_u) + w * (v_c - v_i)
+            elif guided:
                 v_u, v_c = denoise(torch.cat([x, x]), c_in, t.expand(2 * x.shape[0])).chunk(2)
                 v = v_u + w * (v_c - v_u)
             else:

@@ -50,6 +50,12 @@ class EMA:
                 for p, b in zip(self.params, backup):
                     p.copy_(b)
 
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Load the EMA weights into the model for good (evaluation / export of a finished run)."""
+        for p, s in zip(self.params, self.shadow):
+            p.copy_(s.to(p.dtype))
+
     def to(self, device: torch.device) -> "EMA":
         self.shadow = [s.to(device) for s in self.shadow]
         return self

@@ -252,6 +252,42 @@ def write_tiny_sana(out: str | Path, seed: int = 0, **overrides) -> Path:
     return out
 
 
+def write_tiny_clip(out: str | Path, seed: int = 0) -> Path:
+    """A tiny random CLIP (model + tokenizer + image processor) in the layout of openai/clip-vit-large-patch14."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    out = Path(out)
+    tok = write_tiny_tokenizer(out, corpus=["a photo of a red orange yellow green blue purple pink brown black white colored object"])
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=64, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        CLIPModel(config).save_pretrained(str(out))
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(out))
+    return out
+
+
+def write_tiny_mask2former(out: str | Path, num_labels: int = 80, seed: int = 0) -> Path:
+    """A tiny random Mask2Former instance-segmentation model (Swin backbone) + its image processor."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor, SwinConfig
+
+    out = Path(out)
+    backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
+                          out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = Mask2FormerConfig(backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=64,
+                               dim_feedforward=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2, num_queries=12,
+                               num_labels=num_labels, use_pretrained_backbone=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        Mask2FormerForUniversalSegmentation(config).save_pretrained(str(out))
+    Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 64}, size_divisor=32).save_pretrained(str(out))
+    return out
+
+
 def write_all(out: str | Path) -> dict[str, Path]:
     """Every tiny checkpoint under ``out``: ``mllm/``, ``connector/``, ``sana/{transformer,vae}``."""
     out = Path(out)

@@ -197,8 +197,14 @@ class UnifiedModel(nn.Module):
         steps: int | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        image_inputs: MLLMInputs | None = None,
+        image_guidance_scale: float | None = None,
     ) -> torch.Tensor:
-        """Images (B, 3, height, width) in [0, 1] for tokenised prompts: one diffusion pass per image."""
+        """Images (B, 3, height, width) in [0, 1] for tokenised prompts: one diffusion pass per image.
+
+        ``image_inputs`` (the same images with an empty instruction) + ``image_guidance_scale`` turn on
+        three-branch guidance for editing (see :class:`~mingexp.diffusion.sampler.FlowSampler`).
+        """
         f, p = self.vae.spatial_factor, self.dit.config.patch_size
         if height % (f * p) or width % (f * p):
             raise ValueError(f"height and width must be multiples of {f * p} (VAE factor {f} × DiT patch {p}); got {height}×{width}.")
@@ -206,7 +212,11 @@ class UnifiedModel(nn.Module):
         w = self.sampler.guidance_scale if guidance_scale is None else guidance_scale
         null = self.null_tokens(cond) if w != 1.0 else None
         shape = (cond.shape[0], self.dit.config.in_channels, height // f, width // f)
-        latents = self.sampler(self.denoise, cond, null, shape, generator=generator, steps=steps, guidance_scale=w)
+        image_cond = self.encode(image_inputs).tokens if image_inputs is not None and image_guidance_scale is not None else None
+        if image_cond is not None and null is None:
+            null = self.null_tokens(cond)
+        latents = self.sampler(self.denoise, cond, null, shape, generator=generator, steps=steps, guidance_scale=w,
+                               image_cond=image_cond, image_guidance_scale=image_guidance_scale)
         return ((self.vae.decode(latents).float() + 1) / 2).clamp(0, 1)
 
     def generate(

@@ -57,14 +57,15 @@ class Mask2FormerDetector:
 
     def __init__(self, path: str | Path, clip_path: str | Path, device: str = "cpu", dtype: str = "float32",
                  score_floor: float = 0.05, class_names: Sequence[str] = COCO_CLASSES) -> None:
-        from transformers import AutoImageProcessor, AutoProcessor, CLIPModel, Mask2FormerForUniversalSegmentation
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, Mask2FormerForUniversalSegmentation
 
         folder = checkpoint_dir(path, "eval.detector.path", "a Mask2Former instance-segmentation checkpoint")
         clip_folder = checkpoint_dir(clip_path, "eval.detector.clip_path", "a CLIP checkpoint")
         self.device, self.dtype = torch.device(device), resolve_dtype(dtype, "eval.detector.dtype")
         self.processor = AutoImageProcessor.from_pretrained(str(folder))
         self.model = Mask2FormerForUniversalSegmentation.from_pretrained(str(folder), dtype=self.dtype, use_safetensors=True).to(self.device).eval()
-        self.clip_processor = AutoProcessor.from_pretrained(str(clip_folder))
+        self.clip_tokenizer = AutoTokenizer.from_pretrained(str(clip_folder))
+        self.clip_images = AutoImageProcessor.from_pretrained(str(clip_folder))
         self.clip = CLIPModel.from_pretrained(str(clip_folder), dtype=self.dtype, use_safetensors=True).to(self.device).eval()
         n = self.model.config.num_labels
         if n != len(class_names):
@@ -91,8 +92,8 @@ class Mask2FormerDetector:
         """(10, D) normalised text embeddings: the three templates averaged per colour, renormalised."""
         if classname not in self._colour_heads:
             texts = [t.format(c=c, cls=classname) for c in COLORS for t in COLOR_TEMPLATES]
-            tok = self.clip_processor.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
-            emb = self.clip.get_text_features(**tok)
+            tok = self.clip_tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+            emb = self.clip.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
             emb = getattr(emb, "pooler_output", emb)
             emb = torch.nn.functional.normalize(emb.float(), dim=-1).view(len(COLORS), len(COLOR_TEMPLATES), -1).mean(1)
             self._colour_heads[classname] = torch.nn.functional.normalize(emb, dim=-1)
@@ -107,7 +108,7 @@ class Mask2FormerDetector:
         for d in detections:
             crop = Image.composite(image, blank, Image.fromarray(d.mask)) if d.mask is not None else image
             crops.append(crop.crop(tuple(int(round(v)) for v in d.box)))
-        pixels = self.clip_processor.image_processor(images=crops, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+        pixels = self.clip_images(images=crops, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
         emb = self.clip.get_image_features(pixel_values=pixels)
         emb = torch.nn.functional.normalize(getattr(emb, "pooler_output", emb).float(), dim=-1)
         return [COLORS[i] for i in (emb @ self._colour_head(classname).T).argmax(-1).tolist()]

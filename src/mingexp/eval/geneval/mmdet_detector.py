@@ -28,13 +28,14 @@ class MMDetDetector(Mask2FormerDetector):
                 "eval.detector=mmdet needs mmdet 2.x and mmcv-full (GenEval's environment), which mingexp does not install. "
                 "Use eval.detector=mask2former (transformers) or install them following GenEval's README."
             ) from e
-        from transformers import AutoProcessor, CLIPModel
         import torch
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         self._infer = inference_detector
         self.model = init_detector(str(config), str(checkpoint), device=device)
         self.device, self.dtype = torch.device(device), getattr(torch, dtype)
-        self.clip_processor = AutoProcessor.from_pretrained(str(clip_path))
+        self.clip_tokenizer = AutoTokenizer.from_pretrained(str(clip_path))
+        self.clip_images = AutoImageProcessor.from_pretrained(str(clip_path))
         self.clip = CLIPModel.from_pretrained(str(clip_path), use_safetensors=True).to(self.device).eval()
         self.classes, self._colour_heads = COCO_CLASSES, {}
 

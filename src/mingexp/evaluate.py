@@ -1,0 +1,117 @@
+"""Evaluation entry point: one evaluation of a checkpoint, or scoring an existing image folder.
+
+    python -m mingexp.evaluate ckpt_path=.../checkpoints/last.ckpt +eval=geneval_shapes
+    python -m mingexp.evaluate ckpt_path=... +eval=geneval eval.detector.path=... eval.detector.clip_path=...
+    python -m mingexp.evaluate ckpt_path=... +eval=recon            # also edit, vqa
+    python -m mingexp.evaluate score_only=DIR +eval=geneval         # DIR in GenEval's layout, from any model
+
+Writes ``<out_dir>/results.json`` (values, track, checkpoint) and, for GenEval, the official folder layout
+under ``<out_dir>/<name>/`` (with ``results.jsonl`` and ``summary.json``) so the official scorer can be
+run on the same images. :func:`evaluate` does the work (tests call it); :func:`main` is the Hydra wrapper.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mingexp.errors import ConfigError
+
+EVALS = ("geneval", "geneval_shapes", "recon", "edit", "vqa")
+
+
+def run_config(ckpt_path: str | Path) -> DictConfig | None:
+    """The Hydra config of the run that wrote ``ckpt_path`` (``<run>/.hydra/config.yaml``), if it is there."""
+    path = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def model_config(cfg: DictConfig) -> dict:
+    """The model config of ``cfg.ckpt_path``'s run (``<run>/.hydra/config.yaml``) when present, else ``cfg.model``;
+    resolved against this machine's ``paths`` (the run may have been elsewhere)."""
+    saved = run_config(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if saved is not None:
+        saved.paths = cfg.paths
+        saved.seed = cfg.get("seed", saved.get("seed", 0))
+        return OmegaConf.to_container(saved.model, resolve=True)
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def load_model(cfg: DictConfig):
+    """The unified model of ``cfg.ckpt_path`` (trained weights, EMA weights when the checkpoint has them), in eval mode.
+
+    The architecture comes from the run's own config when it is beside the checkpoint, else from ``model=...``.
+    """
+    model = instantiate(model_config(cfg))
+    if cfg.get("ckpt_path"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")
+        state = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
+        # the LightningModule stores the model under "model."; the EMA keeps the same names
+        weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+        weights.update({k.removeprefix("model."): v for k, v in state.get("ema", {}).items()})
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        if unexpected or trainable & set(missing):
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} does not fit the model config (missing {sorted(trainable & set(missing))[:3]}, "
+                f"unexpected {sorted(unexpected)[:3]}): pass the model=... the run was trained with."
+            )
+    return model.eval()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg.eval`` (or score ``cfg.score_only``); returns and writes the results."""
+    if cfg.get("eval") is None:
+        raise ConfigError(f"choose an evaluation: +eval=<{' | '.join(EVALS)}> (configs in conf/eval/).")
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = cfg.eval.get("name") or "geneval"
+    if cfg.get("score_only"):
+        from mingexp.eval.geneval.protocol import score_folder
+
+        if "detector" not in cfg.eval:
+            raise ConfigError("score_only scores GenEval image folders: use +eval=geneval or +eval=geneval_shapes.")
+        folder = Path(cfg.score_only)
+        if not folder.is_dir():
+            raise ConfigError(f"score_only={folder}: no such folder.")
+        summary, _ = score_folder(folder, instantiate(cfg.eval.detector), int(cfg.images_per_prompt), cfg.eval.get("track") or "official")
+        result = {"evaluation": name, "score_only": str(folder), **summary}
+    else:
+        prepare = cfg.data.get("prepare") if cfg.get("data") is not None else None
+        if prepare is not None and not (Path(prepare.out) / "manifest.json").is_file():
+            instantiate(prepare)()  # the shapes world is missing: write it (an existing world is used as it is)
+        model = load_model(cfg)
+        evaluation = instantiate(cfg.eval)
+        name = evaluation.name
+        target = out_dir / name
+        target.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            values, examples = evaluation(model, target)
+        from mingexp.eval.callbacks import pair_grid
+
+        grid = pair_grid(examples)
+        if grid is not None:
+            grid.save(out_dir / f"{name}_examples.png")
+        summary_file = target / "summary.json"
+        result = {"evaluation": name, "ckpt_path": cfg.get("ckpt_path"), **values,
+                  **({"summary": json.loads(summary_file.read_text())} if summary_file.is_file() else {})}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=1))
+    print(f"[mingexp] results: {out_dir / 'results.json'}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

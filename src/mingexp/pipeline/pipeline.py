@@ -1,0 +1,213 @@
+"""``MingUniPipeline``: a trained unified model as a self-describing folder, used like a diffusers pipeline.
+
+Folder layout (written by :meth:`MingUniPipeline.save_pretrained` / ``python -m mingexp.export``)::
+
+    mingexp_pipeline.json     format, version, the model config (every ``_target_``), the MLLM reference
+    queries.safetensors       multi-scale queries + boundary tokens
+    connector/                config.json (the Qwen2 stack's HF config) + model.safetensors (stack + projections)
+    transformer/              diffusers SanaTransformer2DModel (save_pretrained)
+    vae/                      diffusers AutoencoderDC (absent for a pixel-space toy model)
+    scheduler/                diffusers FlowMatchEulerDiscreteScheduler config (steps, shift)
+    align.safetensors         the alignment head, when the model has one (unused at inference)
+    mllm/                     the frozen MLLM, only when copied (default: referenced by path / hub id)
+
+No pickled object anywhere: JSON, safetensors and the libraries' own ``save_pretrained`` formats.
+:meth:`from_pretrained` rebuilds the model with the same ``build_model`` as training, then loads the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from mingexp.models.unified import UnifiedModel, to_pil
+from mingexp.pipeline.images import InputError, check_text, load_image
+from mingexp.utils import resolve_dtype
+
+FORMAT = "mingexp-pipeline"
+FORMAT_VERSION = 1
+INDEX = "mingexp_pipeline.json"
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+class MingUniPipeline:
+    """Generate, edit and chat with a trained model.
+
+    Args:
+        model: the unified model (eval mode).
+        config: the model config it was built from (plain dict with ``_target_`` s), kept for ``save_pretrained``.
+    """
+
+    def __init__(self, model: UnifiedModel, config: dict[str, Any]) -> None:
+        self.model = model.eval()
+        self.config = copy.deepcopy(config)
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, out: str | Path, copy_mllm: bool = False) -> Path:
+        """Write the folder (see the module docstring). ``copy_mllm`` copies the MLLM folder instead of referencing it."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        m, cfg = self.model, copy.deepcopy(self.config)
+        # 1. trainable parts as safetensors; the connector with its Qwen2 config
+        save_file(_contiguous(m.queries.state_dict()), str(out / "queries.safetensors"))
+        (out / "connector").mkdir(exist_ok=True)
+        m.connector.transformer.config.save_pretrained(str(out / "connector"))
+        save_file(_contiguous(m.connector.state_dict()), str(out / "connector" / "model.safetensors"))
+        if m.align is not None:
+            save_file(_contiguous(m.align.state_dict()), str(out / "align.safetensors"))
+        # 2. DiT, VAE and scheduler in diffusers' formats
+        m.dit.save_pretrained(str(out / "transformer"))
+        cfg["dit"] = {"_target_": "mingexp.models.dit.load_dit", "path": ".", "subfolder": "transformer"}
+        if hasattr(m.vae, "autoencoder"):
+            m.vae.autoencoder.save_pretrained(str(out / "vae"))
+            cfg["vae"] = {**cfg["vae"], "path": ".", "subfolder": "vae"}
+        FlowMatchEulerDiscreteScheduler(shift=m.sampler.shift, num_train_timesteps=m.sampler.num_train_timesteps).save_pretrained(str(out / "scheduler"))
+        # 3. the connector is rebuilt from its own config (weights loaded afterwards), never from a path
+        connector = {k: v for k, v in cfg["connector"].items() if k != "path"}
+        connector["config"] = {k: v for k, v in m.connector.transformer.config.to_diff_dict().items()
+                               if k not in ("architectures", "transformers_version", "model_type", "dtype", "torch_dtype", "is_causal")}
+        cfg["connector"] = connector
+        # 4. the frozen MLLM: referenced (path / hub id) or copied
+        mllm_source = str(cfg["mllm"]["path"])
+        if copy_mllm:
+            target = out / "mllm"
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(mllm_source, target)
+            cfg["mllm"]["path"] = "mllm"
+        index = {"format": FORMAT, "version": FORMAT_VERSION, "mllm_source": mllm_source, "mllm_copied": bool(copy_mllm), "model": cfg}
+        tmp = out / (INDEX + ".tmp")
+        tmp.write_text(json.dumps(index, indent=1))
+        tmp.replace(out / INDEX)  # the index last: a folder without it is visibly incomplete
+        return out
+
+    # ----------------------------------------------------------------- loading
+    @staticmethod
+    def read_index(folder: str | Path) -> dict:
+        folder = Path(folder)
+        path = folder / INDEX
+        if not path.is_file():
+            raise InputError(f"{folder}: no {INDEX}; not a mingexp pipeline folder (or an interrupted export: run `python -m mingexp.export` again).")
+        index = json.loads(path.read_text())
+        if index.get("format") != FORMAT:
+            raise InputError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}.")
+        if index.get("version") != FORMAT_VERSION:
+            raise InputError(f"{path}: format version {index.get('version')} but this mingexp reads version {FORMAT_VERSION}; re-export the checkpoint with this version.")
+        needed = ["queries.safetensors", "connector/model.safetensors", "connector/config.json", "transformer/config.json", "scheduler/scheduler_config.json"]
+        if index["model"].get("align", {}).get("weight", 0):
+            needed.append("align.safetensors")
+        if "path" in index["model"].get("vae", {}):
+            needed.append("vae/config.json")
+        missing = [n for n in needed if not (folder / n).is_file()]
+        if missing:
+            raise InputError(f"{folder}: incomplete pipeline folder, missing {missing}; re-export it.")
+        return index
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
+                        mllm_path: str | None = None) -> "MingUniPipeline":
+        """Load a folder written by :meth:`save_pretrained`. ``mllm_path`` overrides the referenced MLLM location."""
+        folder = Path(folder).resolve()
+        index = cls.read_index(folder)
+        cfg = copy.deepcopy(index["model"])
+        resolved = copy.deepcopy(cfg)
+        resolved["dit"]["path"] = str(folder)
+        if "path" in resolved.get("vae", {}):
+            resolved["vae"]["path"] = str(folder)
+        mllm = mllm_path or resolved["mllm"]["path"]
+        resolved["mllm"]["path"] = str(folder / mllm) if index.get("mllm_copied") and not mllm_path else mllm
+        if not Path(resolved["mllm"]["path"]).is_dir():
+            raise InputError(f"{folder}: the MLLM it references ({resolved['mllm']['path']}) is not on this machine; pass mllm_path=... (or export with copy_mllm=true).")
+        model: UnifiedModel = instantiate(resolved)
+        model.queries.load_state_dict(load_file(str(folder / "queries.safetensors")))
+        model.connector.load_state_dict(load_file(str(folder / "connector" / "model.safetensors")))
+        if model.align is not None:
+            model.align.load_state_dict(load_file(str(folder / "align.safetensors")))
+        if index["model"]["mllm"]["path"] != resolved["mllm"]["path"] and not index.get("mllm_copied"):
+            cfg["mllm"]["path"] = resolved["mllm"]["path"]
+        pipe = cls(model, cfg)
+        return pipe.to(device, dtype)
+
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "MingUniPipeline":
+        """Move (and optionally cast, e.g. ``bf16`` on GPU) every part."""
+        kwargs = {}
+        if device is not None:
+            kwargs["device"] = torch.device(device)
+        if dtype is not None:
+            kwargs["dtype"] = resolve_dtype(dtype, "dtype")
+        if kwargs:
+            self.model.to(**kwargs)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # --------------------------------------------------------------- inference
+    def _generators(self, n: int, seed: int | None, generator) -> list[torch.Generator]:
+        if generator is not None:
+            return list(generator) if isinstance(generator, (list, tuple)) else [generator] * n
+        base = 0 if seed is None else int(seed)
+        return [torch.Generator().manual_seed(base + k) for k in range(n)]
+
+    def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        size = self.model.default_size()
+        return int(height or size), int(width or size)
+
+    @torch.no_grad()
+    def generate(self, prompt: str | Sequence[str], num_images: int = 1, steps: int | None = None, guidance_scale: float | None = None,
+                 height: int | None = None, width: int | None = None, seed: int | None = 0, generator=None) -> list[Image.Image]:
+        """Text to image: ``num_images`` per prompt, batched; image k of the call uses ``seed + k``."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [check_text(p, "prompt") for p in prompts for _ in range(int(num_images))]
+        inputs = self.model.mllm.processor(prompts).to(self.device)
+        h, w = self._size(height, width)
+        out = self.model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=self._generators(len(prompts), seed, generator))
+        return [to_pil(x) for x in out]
+
+    @torch.no_grad()
+    def edit(self, image, instruction: str, steps: int | None = None, guidance_scale: float | None = None,
+             image_guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
+             seed: int | None = 0, generator=None) -> Image.Image:
+        """Edit ``image`` (path or PIL) by ``instruction``; the source image goes through the MLLM, as in training.
+
+        ``image_guidance_scale`` adds InstructPix2Pix-style image guidance (for models trained with the
+        instruction dropped); None = plain guidance on the instruction + image condition.
+        """
+        source = load_image(image)
+        instruction = check_text(instruction, "instruction")
+        proc = self.model.mllm.processor
+        inputs = proc([instruction], [[source]]).to(self.device)
+        image_only = proc([""], [[source]]).to(self.device) if image_guidance_scale is not None else None
+        h, w = self._size(height, width)
+        out = self.model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=self._generators(1, seed, generator),
+                                image_inputs=image_only, image_guidance_scale=image_guidance_scale)
+        return to_pil(out[0])
+
+    def chat(self, images, question: str, max_new_tokens: int = 64) -> str:
+        """Answer ``question`` about ``images`` (one, a list, or None) with the frozen MLLM."""
+        question = check_text(question, "question")
+        if images is None:
+            loaded = []
+        else:
+            loaded = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
+        return self.model.chat(loaded, question, max_new_tokens=max_new_tokens)
+
+    def session(self, **defaults) -> "Session":
+        """A multi-turn session (generate → edit → edit …, undo, save); ``defaults`` go to every turn."""
+        from mingexp.pipeline.session import Session
+
+        return Session(self, **defaults)

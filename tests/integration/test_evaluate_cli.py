@@ -1,0 +1,78 @@
+"""`python -m mingexp.evaluate`: a checkpoint evaluated by every evaluation, and score-only on a folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mingexp.errors import ConfigError
+from mingexp.evaluate import evaluate
+from mingexp.train import train
+from tests.conftest import CONF_DIR
+from tests.integration.conftest import compose_train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_dir, world, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(compose_train(tiny_dir, world, out, "trainer.max_steps=2", "callbacks.samples=null", "+module.ema={decay: 0.9}"))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def compose_eval(tiny_dir, world, out, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("evaluate", overrides=[f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.root_dir={out}",
+                                              f"out_dir={out}", "+data.prepare.progress=false", *overrides])
+
+
+SMALL_EVAL = {
+    "geneval_shapes": ["eval.prompts=6", "eval.images_per_prompt=2", "eval.steps=2"],
+    "recon": ["eval.n=3", "eval.steps=2"],
+    "edit": ["eval.n=3", "eval.steps=2"],
+    "vqa": ["eval.n=3", "eval.max_new_tokens=3"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_EVAL))
+def test_every_evaluation_runs_on_a_checkpoint(tiny_dir, world, checkpoint, tmp_path, name):
+    # the checkpoint's run was made with the tiny model: its config is read from beside the checkpoint
+    cfg = compose_eval(tiny_dir, world, tmp_path, f"ckpt_path={checkpoint}", f"+eval={name}", *SMALL_EVAL[name])
+    result = evaluate(cfg)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["evaluation"] == name and written["ckpt_path"] == str(checkpoint)
+    if name == "geneval_shapes":
+        assert 0 <= result["overall"] <= 1 and result["missing"] == 0
+        layout = tmp_path / "geneval_shapes"
+        assert len(list(layout.glob("0000?/samples/*.png"))) == 12 and (layout / "summary.json").is_file()
+        assert written["summary"]["track"] == "shapes-subset6"
+        # score-only: the same folder scored again from the command line gives the same Overall
+        again = tmp_path / "again"
+        proc = subprocess.run([sys.executable, "-m", "mingexp.evaluate", f"score_only={layout}", "+eval=geneval_shapes",
+                               "images_per_prompt=2", f"out_dir={again}", f"paths.root_dir={tmp_path}", f"paths.shapes_dir={world}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads((again / "results.json").read_text())["overall"] == pytest.approx(result["overall"])
+    elif name == "recon":
+        assert result["psnr"] > 0 and (tmp_path / "recon_examples.png").is_file()
+    elif name == "edit":
+        assert 0 <= result["success"] <= 1
+    else:
+        assert 0 <= result["accuracy"] <= 1
+
+
+def test_missing_evaluation_choice_lists_them(tiny_dir, world, tmp_path):
+    with pytest.raises(ConfigError, match="geneval \\| geneval_shapes \\| recon \\| edit \\| vqa"):
+        evaluate(compose_eval(tiny_dir, world, tmp_path))
+
+
+def test_missing_checkpoint_is_named(tiny_dir, world, tmp_path):
+    with pytest.raises(ConfigError, match="ckpt_path=.*nope.ckpt"):
+        evaluate(compose_eval(tiny_dir, world, tmp_path, f"ckpt_path={tmp_path}/nope.ckpt", "+eval=recon", "eval.n=1",
+                              f"model.mllm.path={tiny_dir}/mllm"))

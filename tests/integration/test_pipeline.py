@@ -1,0 +1,154 @@
+"""Inference: export → from_pretrained round trip, generate / edit / chat, sessions, the CLIs, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from mingexp.export import export
+from mingexp.pipeline import InputError, MingUniPipeline
+from mingexp.train import train
+from tests.conftest import CONF_DIR
+from tests.integration.conftest import compose_train
+
+FAST = dict(steps=2)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_dir, world, tmp_path_factory) -> tuple[Path, Path]:
+    run = tmp_path_factory.mktemp("run")
+    train(compose_train(tiny_dir, world, run, "trainer.max_steps=2", "callbacks.samples=null", "+module.ema={decay: 0.5}"))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    out = tmp_path_factory.mktemp("export") / "toy"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("export", overrides=[f"ckpt_path={ckpt}", f"out={out}", f"paths.toy_dir={tiny_dir}", f"paths.root_dir={run}"])
+    export(cfg)
+    return ckpt, out
+
+
+@pytest.fixture(scope="module")
+def pipe(exported) -> MingUniPipeline:
+    return MingUniPipeline.from_pretrained(exported[1])
+
+
+def test_export_folder_has_no_pickles_and_round_trips_exactly(exported, pipe, tmp_path):
+    ckpt, folder = exported
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"mingexp_pipeline.json", "queries.safetensors", "connector/model.safetensors", "connector/config.json",
+            "transformer/config.json", "scheduler/scheduler_config.json"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+    # the EMA weights were exported: queries equal the checkpoint's EMA shadow, not the raw weights
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    ema_queries = {k: v for k, v in state["ema"].items() if k.startswith("queries.")}
+    assert ema_queries and all(torch.equal(pipe.model.queries.state_dict()[k.removeprefix("queries.")], v) for k, v in ema_queries.items())
+    # save_pretrained → from_pretrained again: identical images for a fixed seed
+    again = MingUniPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "again"))
+    a = np.asarray(pipe.generate("a photo of a red circle", seed=3, **FAST)[0])
+    b = np.asarray(again.generate("a photo of a red circle", seed=3, **FAST)[0])
+    assert np.array_equal(a, b)
+
+
+def test_generate_edit_chat(pipe):
+    images = pipe.generate(["a photo of a red circle", "a photo of two stars"], num_images=2, seed=0, **FAST)
+    assert len(images) == 4 and all(im.size == (pipe.model.default_size(),) * 2 for im in images)
+    # batching does not change an image: image k uses seed + k
+    single = pipe.generate("a photo of two stars", seed=2, **FAST)[0]
+    assert np.array_equal(np.asarray(single), np.asarray(images[2]))
+    edited = pipe.edit(images[0], "make it blue", **FAST)
+    assert isinstance(edited, Image.Image) and edited.size == images[0].size
+    guided = pipe.edit(images[0], "make it blue", image_guidance_scale=1.5, **FAST)
+    assert not np.array_equal(np.asarray(guided), np.asarray(edited))  # the third branch changes the result
+    assert isinstance(pipe.chat(images[0], "what colour is the circle?", max_new_tokens=4), str)
+
+
+def test_three_turn_session_with_undo_and_save(pipe, tmp_path):
+    s = pipe.session(**FAST)
+    first = s.generate("a photo of a red circle")
+    s.edit("make it blue")
+    s.edit("add a star")
+    assert [t.kind for t in s.turns] == ["generate", "edit", "edit"] and len(s.images) == 3
+    assert s.turns[1].source == 0 and s.turns[2].source == 1  # each edit reads the latest image
+    assert s.undo().text == "add a star" and len(s.images) == 2
+    s.edit("add a square", image=0)  # an explicit earlier image
+    assert s.turns[-1].source == 0
+    folder = s.save(tmp_path / "session")
+    transcript = json.loads((folder / "transcript.json").read_text())["turns"]
+    assert [t["kind"] for t in transcript] == ["generate", "edit", "edit"]
+    assert all((folder / t["image_file"]).is_file() for t in transcript)
+    assert np.array_equal(np.asarray(Image.open(folder / "image_000.png")), np.asarray(first))
+
+
+def test_bad_inputs_give_clear_errors_and_keep_the_session_usable(pipe, tmp_path):
+    s = pipe.session(**FAST)
+    with pytest.raises(InputError, match="no image yet"):
+        s.edit("make it blue")
+    with pytest.raises(InputError, match="empty prompt"):
+        s.generate("   ")
+    with pytest.raises(InputError, match="no such file"):
+        s.edit("x", image=tmp_path / "missing.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(InputError, match="not a readable image"):
+        s.edit("x", image=tmp_path / "notes.png")
+    assert s.turns == [] and s.images == []
+    s.generate("a photo of a red circle")  # still usable
+    # alpha and palette images are converted; a huge image is resized down
+    rgba = Image.new("RGBA", (40, 30), (255, 0, 0, 128))
+    assert pipe.edit(rgba, "make it blue", **FAST).mode == "RGB"
+    assert pipe.edit(rgba.convert("P"), "make it blue", **FAST).mode == "RGB"
+    from mingexp.pipeline.images import load_image
+
+    assert max(load_image(Image.new("RGB", (5000, 100)), max_side=2048).size) == 2048
+    big = tmp_path / "big.png"
+    Image.new("L", (3000, 3000)).save(big)
+    with pytest.raises(InputError, match="pixel cap"):
+        load_image(big, max_pixels=1_000_000)
+
+
+def test_incomplete_or_foreign_export_folders_are_refused(exported, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(exported[1], folder)
+    (folder / "queries.safetensors").unlink()
+    with pytest.raises(InputError, match="incomplete.*queries.safetensors"):
+        MingUniPipeline.from_pretrained(folder)
+    index = json.loads((exported[1] / "mingexp_pipeline.json").read_text())
+    (folder / "mingexp_pipeline.json").write_text(json.dumps({**index, "version": 99}))
+    with pytest.raises(InputError, match="version 99"):
+        MingUniPipeline.from_pretrained(folder)
+    with pytest.raises(InputError, match="not a mingexp pipeline"):
+        MingUniPipeline.from_pretrained(tmp_path)
+
+
+def test_generate_cli_writes_images(exported, tmp_path, capsys):
+    from mingexp.generate import main
+
+    paths = main([f"model={exported[1]}", "prompt=a photo of a red circle", f"out={tmp_path / 'red.png'}", "steps=2"])
+    assert paths == [tmp_path / "red.png"] and Image.open(paths[0]).mode == "RGB"
+    edit = main([f"model={exported[1]}", f"image={paths[0]}", "instruction=make it blue", f"out={tmp_path / 'blue.png'}", "steps=2"])
+    assert edit[0].is_file() and str(edit[0]) in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown argument 'colour=red'"):
+        main([f"model={exported[1]}", "colour=red"])
+    with pytest.raises(SystemExit, match="needs both image=PATH and instruction=TEXT"):
+        main([f"model={exported[1]}", "instruction=make it blue"])
+
+
+def test_chat_cli_through_standard_input(exported, tmp_path):
+    from mingexp.chat import main
+
+    script = "edit make it blue\ngenerate a photo of a red circle\nedit make it blue\nundo\nwhat colour is it?\nhistory\nsave\nquit\n"
+    out = io.StringIO()
+    folder = main([f"model={exported[1]}", f"out={tmp_path / 'chat'}", "steps=2"], stdin=io.StringIO(script), stdout=out)
+    text = out.getvalue()
+    assert "error: no image yet" in text  # the first edit fails cleanly, the session goes on
+    assert f"image: {folder / 'image_000.png'}" in text and f"image: {folder / 'image_001.png'}" in text
+    assert "answer:" in text and "undone: edit 'make it blue'" in text
+    transcript = json.loads((folder / "transcript.json").read_text())["turns"]
+    assert [t["kind"] for t in transcript] == ["generate", "ask"]
