@@ -10,6 +10,14 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 
+def boolean(value: str) -> bool:
+    """``true`` / ``false`` (also 1 / 0, yes / no)."""
+    lowered = value.lower()
+    if lowered not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(value)
+    return lowered in ("1", "true", "yes")
+
+
 def parse(argv: Sequence[str], spec: Mapping[str, tuple[Callable[[str], Any], Any]], tool: str) -> dict[str, Any]:
     """``spec``: key → (type, default); a default of ``...`` marks a required key."""
     values = {k: d for k, (_, d) in spec.items()}

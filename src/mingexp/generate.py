@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mingexp.cli_args import parse
+from mingexp.cli_args import boolean, parse
 
 SPEC = {
     "model": (str, ...),
@@ -26,6 +26,7 @@ SPEC = {
     "device": (str, "cpu"),
     "dtype": (str, None),
     "mllm_path": (str, None),
+    "compile": (boolean, False),
 }
 
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise SystemExit("generate: give prompt=TEXT (or image=PATH instruction=TEXT for an edit).")
     try:
         pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"])
+        if args["compile"]:
+            pipe.compile()
         common = dict(steps=args["steps"], guidance_scale=args["guidance_scale"], seed=args["seed"])
         if editing:
             images = [pipe.edit(args["image"], args["instruction"], image_guidance_scale=args["image_guidance_scale"], **common)]

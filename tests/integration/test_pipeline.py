@@ -152,3 +152,12 @@ def test_chat_cli_through_standard_input(exported, tmp_path):
     assert "answer:" in text and "undone: edit 'make it blue'" in text
     transcript = json.loads((folder / "transcript.json").read_text())["turns"]
     assert [t["kind"] for t in transcript] == ["generate", "ask"]
+
+
+@pytest.mark.slow
+def test_compiled_pipeline_gives_the_same_images(exported):
+    eager = MingUniPipeline.from_pretrained(exported[1])
+    compiled = MingUniPipeline.from_pretrained(exported[1]).compile()
+    a = np.asarray(eager.generate("a photo of a red circle", seed=1, **FAST)[0]).astype(int)
+    b = np.asarray(compiled.generate("a photo of a red circle", seed=1, **FAST)[0]).astype(int)
+    assert np.abs(a - b).max() <= 2  # fused kernels may round differently by a uint8 step

@@ -32,6 +32,8 @@ from typing import Iterable
 
 from PIL import Image, ImageDraw, ImageOps
 
+from mingexp.eval.geneval.rules import box_relations
+
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 20, 20),
@@ -162,30 +164,9 @@ def stylise(image: Image.Image, scene: Scene, style: str) -> Image.Image:
 
 # ------------------------------------------------------------------------------------------ geometry
 def relations(a: ShapeObject, b: ShapeObject) -> set[str]:
-    """GenEval's relation rule: which of left of / right of / above / below hold for ``a`` w.r.t. ``b``.
-
-    offset = centre(a) − centre(b); per axis revised = sign(offset)·max(|offset| − 0.1·(size_a + size_b), 0);
-    no relation if every |revised| < 1e-3; else (dx, dy) = revised / ‖offset‖ and "left of" dx < −0.5,
-    "right of" dx > 0.5, "above" dy < −0.5, "below" dy > 0.5 (y grows downwards; a diagonal gives two).
-    """
-    (ax, ay), (bx, by) = a.center, b.center
-    offset = (ax - bx, ay - by)
-    sizes = (a.size + b.size, a.size + b.size)
-    revised = [math.copysign(max(abs(o) - 0.1 * s, 0.0), o) for o, s in zip(offset, sizes)]
-    if all(abs(r) < 1e-3 for r in revised):
-        return set()
-    norm = math.hypot(*offset)
-    dx, dy = revised[0] / norm, revised[1] / norm
-    out = set()
-    if dx < -0.5:
-        out.add("left of")
-    if dx > 0.5:
-        out.add("right of")
-    if dy < -0.5:
-        out.add("above")
-    if dy > 0.5:
-        out.add("below")
-    return out
+    """GenEval's relation rule (:func:`mingexp.eval.geneval.rules.box_relations`): which of left of / right of /
+    above / below hold for ``a`` w.r.t. ``b`` (y grows downwards; a diagonal gives two)."""
+    return box_relations(a.box, b.box)
 
 
 def _fits(candidate: ShapeObject, others: Iterable[ShapeObject]) -> bool:

@@ -199,18 +199,21 @@ class UnifiedModel(nn.Module):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         image_inputs: MLLMInputs | None = None,
         image_guidance_scale: float | None = None,
+        null: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Images (B, 3, height, width) in [0, 1] for tokenised prompts: one diffusion pass per image.
 
         ``image_inputs`` (the same images with an empty instruction) + ``image_guidance_scale`` turn on
-        three-branch guidance for editing (see :class:`~mingexp.diffusion.sampler.FlowSampler`).
+        three-branch guidance for editing (see :class:`~mingexp.diffusion.sampler.FlowSampler`). ``null``:
+        precomputed null tokens (1, T, C_cap) (an inference pipeline computes them once, not per call).
         """
         f, p = self.vae.spatial_factor, self.dit.config.patch_size
         if height % (f * p) or width % (f * p):
             raise ValueError(f"height and width must be multiples of {f * p} (VAE factor {f} × DiT patch {p}); got {height}×{width}.")
         cond = self.encode(inputs).tokens
         w = self.sampler.guidance_scale if guidance_scale is None else guidance_scale
-        null = self.null_tokens(cond) if w != 1.0 else None
+        if null is None and w != 1.0:
+            null = self.null_tokens(cond)
         shape = (cond.shape[0], self.dit.config.in_channels, height // f, width // f)
         image_cond = self.encode(image_inputs).tokens if image_inputs is not None and image_guidance_scale is not None else None
         if image_cond is not None and null is None:

@@ -52,6 +52,15 @@ class MingUniPipeline:
     def __init__(self, model: UnifiedModel, config: dict[str, Any]) -> None:
         self.model = model.eval()
         self.config = copy.deepcopy(config)
+        self._null: torch.Tensor | None = None  # the null condition, computed once (weights are fixed here)
+
+    def null_tokens(self) -> torch.Tensor:
+        """(1, T, C_cap): the MLLM on the empty prompt (or zeros), cached after the first call."""
+        if self._null is None:
+            with torch.no_grad():
+                like = self.model.encode(self.model.mllm.processor([""]).to(self.device)).tokens  # the token shape
+                self._null = self.model.null_tokens(like)
+        return self._null
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, out: str | Path, copy_mllm: bool = False) -> Path:
@@ -150,6 +159,12 @@ class MingUniPipeline:
             kwargs["dtype"] = resolve_dtype(dtype, "dtype")
         if kwargs:
             self.model.to(**kwargs)
+            self._null = None
+        return self
+
+    def compile(self, **compile_kwargs) -> "MingUniPipeline":
+        """``torch.compile`` the DiT (the per-step cost); the first call of each shape pays the compilation."""
+        self.model.dit = torch.compile(self.model.dit, **compile_kwargs)
         return self
 
     @property
@@ -175,7 +190,8 @@ class MingUniPipeline:
         prompts = [check_text(p, "prompt") for p in prompts for _ in range(int(num_images))]
         inputs = self.model.mllm.processor(prompts).to(self.device)
         h, w = self._size(height, width)
-        out = self.model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=self._generators(len(prompts), seed, generator))
+        out = self.model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=self._generators(len(prompts), seed, generator),
+                                null=self.null_tokens())
         return [to_pil(x) for x in out]
 
     @torch.no_grad()
@@ -194,7 +210,7 @@ class MingUniPipeline:
         image_only = proc([""], [[source]]).to(self.device) if image_guidance_scale is not None else None
         h, w = self._size(height, width)
         out = self.model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=self._generators(1, seed, generator),
-                                image_inputs=image_only, image_guidance_scale=image_guidance_scale)
+                                image_inputs=image_only, image_guidance_scale=image_guidance_scale, null=self.null_tokens())
         return to_pil(out[0])
 
     def chat(self, images, question: str, max_new_tokens: int = 64) -> str:

@@ -82,9 +82,9 @@ def filter_detections(detections: Sequence[Detection], tag: str) -> dict[str, li
     return kept
 
 
-def relative_position(a: Detection, b: Detection) -> set[str]:
-    """Step 4: the relations of A to B, factoring in the objects' sizes."""
-    boxes = np.array([a.box, b.box], dtype=np.float64).reshape(2, 2, 2)
+def box_relations(box_a: Sequence[float], box_b: Sequence[float]) -> set[str]:
+    """Step 4 on two (x1, y1, x2, y2) boxes: the relations of A to B, factoring in the objects' sizes."""
+    boxes = np.array([box_a, box_b], dtype=np.float64).reshape(2, 2, 2)
     centre_a, centre_b = boxes.mean(axis=-2)
     size_a, size_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
     offset = centre_a - centre_b
@@ -102,6 +102,11 @@ def relative_position(a: Detection, b: Detection) -> set[str]:
     if dy > 0.5:
         out.add("below")
     return out
+
+
+def relative_position(a: Detection, b: Detection) -> set[str]:
+    """The relations of detection A to detection B (:func:`box_relations` of their boxes)."""
+    return box_relations(a.box, b.box)
 
 
 def evaluate(image, detected: Mapping[str, Sequence[Detection]], metadata: Mapping, colour_fn: ColourFn | None) -> tuple[bool, list[str]]:

@@ -4,7 +4,9 @@ Scenes of the shapes world (:mod:`mingexp.data.shapes`) are flat-coloured object
 background, at least 2 px apart. Detection, per image:
 
 1. foreground = pixels farther than ``fg_threshold`` (max over RGB) from the background colour;
-2. connected components of the foreground (4-connectivity); components under ``min_area`` are noise;
+2. connected components of the foreground (4-connectivity); components under ``min_area`` are noise, and
+   components over ``max_area`` are not objects either (the world's largest box covers 0.35² ≈ 12 % of
+   the image: a bigger blob is a stained background, e.g. pure noise is one image-sized component);
 3. colour = the palette colour nearest to the median of the component's most saturated half (its
    anti-aliased rim blends towards grey and is left out);
 4. coverage = per-pixel |pixel − background| / |colour − background| (a soft mask that undoes the
@@ -72,13 +74,14 @@ class ShapesDetector:
     Args:
         fg_threshold: max-over-RGB distance from the background that makes a pixel foreground.
         min_area: components smaller than this fraction of the image (and than 3 px) are ignored.
+        max_area: components larger than this fraction of the image are ignored.
         iou_full: template soft IoU that counts as a certain detection (score 1.0).
     """
 
     classes = SHAPES
 
-    def __init__(self, fg_threshold: float = 24.0, min_area: float = 0.002, iou_full: float = 0.7) -> None:
-        self.fg_threshold, self.min_area, self.iou_full = float(fg_threshold), float(min_area), float(iou_full)
+    def __init__(self, fg_threshold: float = 24.0, min_area: float = 0.002, max_area: float = 0.2, iou_full: float = 0.7) -> None:
+        self.fg_threshold, self.min_area, self.max_area, self.iou_full = float(fg_threshold), float(min_area), float(max_area), float(iou_full)
         self._bg = np.array(BACKGROUND, dtype=np.float32)
         self._palette = np.array(list(COLORS.values()), dtype=np.float32)
         self._names = list(COLORS)
@@ -95,7 +98,7 @@ class ShapesDetector:
         min_px = max(3, self.min_area * h * w)
         out = []
         for pixels in _components(dev > self.fg_threshold):
-            if len(pixels) < min_px:
+            if len(pixels) < min_px or len(pixels) > self.max_area * h * w:
                 continue
             ys, xs = pixels[:, 0], pixels[:, 1]
             # 3. colour from the most saturated half of the component
