@@ -30,6 +30,7 @@ test-full: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prefix_cache.py
 	$(BIN)/python benchmarks/data_throughput.py
+	$(BIN)/python benchmarks/inference_latency.py
 
 # The main job: the toy world end to end on this machine. Stage 0 trains the toy MLLM for understanding
 # (once; skipped when .cache/toy/mllm exists), then the unified model trains with it frozen.
