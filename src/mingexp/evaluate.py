@@ -43,12 +43,12 @@ def model_config(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
-def load_model(cfg: DictConfig):
+def load_model(cfg: DictConfig, config: dict | None = None):
     """The unified model of ``cfg.ckpt_path`` (trained weights, EMA weights when the checkpoint has them), in eval mode.
 
     The architecture comes from the run's own config when it is beside the checkpoint, else from ``model=...``.
     """
-    model = instantiate(model_config(cfg))
+    model = instantiate(config if config is not None else model_config(cfg))
     if cfg.get("ckpt_path"):
         if not Path(cfg.ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")

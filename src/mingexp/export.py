@@ -19,8 +19,8 @@ from mingexp.pipeline import MingUniPipeline
 
 
 def export(cfg: DictConfig) -> Path:
-    model = load_model(cfg)
-    out = MingUniPipeline(model, model_config(cfg)).save_pretrained(cfg.out, copy_mllm=bool(cfg.copy_mllm))
+    config = model_config(cfg)  # read once: builds the model and describes it in the export
+    out = MingUniPipeline(load_model(cfg, config), config).save_pretrained(cfg.out, copy_mllm=bool(cfg.copy_mllm))
     print(f"[mingexp] exported {cfg.ckpt_path} → {out}")
     print(f"          load it with MingUniPipeline.from_pretrained('{out}') or `python -m mingexp.generate model={out} prompt=...`")
     return out

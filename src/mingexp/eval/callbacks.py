@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from PIL import Image, ImageDraw
 
-from mingexp.eval.common import log_image
+from mingexp.lit.callbacks import log_image
 
 
 def pair_grid(pairs: list, cell: int = 96, columns: int = 8) -> Image.Image | None:

@@ -46,16 +46,3 @@ def pil_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
 
     arrays = [np.asarray(resize_center_crop(im.convert("RGB"), size, size), dtype=np.float32) / 255.0 for im in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-
-
-def log_image(trainer, key: str, image: Image.Image, caption: str = "") -> None:
-    """Send one image to every logger that takes images (W&B, TensorBoard)."""
-    import numpy as np
-
-    for logger in trainer.loggers:
-        log = getattr(logger, "log_image", None)
-        experiment = getattr(logger, "experiment", None)
-        if callable(log):  # wandb
-            log(key=key, images=[image], step=trainer.global_step, caption=[caption or key])
-        elif hasattr(experiment, "add_image"):  # tensorboard
-            experiment.add_image(key, np.asarray(image), trainer.global_step, dataformats="HWC")

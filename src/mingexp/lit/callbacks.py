@@ -25,6 +25,19 @@ def grid(images: list[Image.Image], captions: Sequence[str], columns: int, cell:
     return canvas
 
 
+def log_image(trainer, key: str, image: Image.Image, caption: str = "") -> None:
+    """Send one image to every logger that takes images (W&B, TensorBoard)."""
+    import numpy as np
+
+    for logger in trainer.loggers:
+        log = getattr(logger, "log_image", None)
+        experiment = getattr(logger, "experiment", None)
+        if callable(log):  # wandb
+            log(key=key, images=[image], step=trainer.global_step, caption=[caption or key])
+        elif hasattr(experiment, "add_image"):  # tensorboard
+            experiment.add_image(key, np.asarray(image), trainer.global_step, dataformats="HWC")
+
+
 class SampleImages(L.Callback):
     """Every ``every_n_steps`` and at the end of training, sample ``prompts`` × ``seeds`` (EMA weights when
     there is an EMA), save a grid PNG under ``<dirpath>/step_XXXXXXX.png`` (and ``final.png``) and log it."""
@@ -57,15 +70,7 @@ class SampleImages(L.Callback):
         image = grid(images, self.prompts, columns=len(self.prompts))
         image.save(path)
         self.written.append(path)
-        for logger in trainer.loggers:
-            log_image = getattr(logger, "log_image", None)
-            experiment = getattr(logger, "experiment", None)
-            if callable(log_image):  # wandb
-                log_image(key="samples", images=[image], step=trainer.global_step, caption=[name])
-            elif hasattr(experiment, "add_image"):  # tensorboard
-                import numpy as np
-
-                experiment.add_image("samples", np.asarray(image), trainer.global_step, dataformats="HWC")
+        log_image(trainer, "samples", image, name)
         return path
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
