@@ -26,6 +26,8 @@ SMALL = [
     "model.dit.config.sample_size=16",
     "model.dit.config.patch_size=2",
     "model.sampler.steps=3",
+    # the paper's learnable query block (the toy preset freezes it for speed; test_unified covers that too)
+    "model.queries.trainable=true",
 ]
 
 

@@ -61,6 +61,23 @@ def test_mllm_gets_no_gradient_and_is_bit_identical_after_a_step(toy):
     assert any(not torch.equal(a, b) for a, b in zip(dit_before, toy.dit.parameters()))
 
 
+def test_frozen_query_block_skips_the_mllm_backward_and_stays_put(tiny_dir):
+    model = build(tiny_dir, "model.queries.trainable=false", seed=0)
+    assert not any(p.requires_grad for p in model.queries.parameters())
+    assert "queries" not in {k for k, v in model.param_groups().items() if v}
+    inputs, images = batch(model)
+    cond = model.encode(inputs)
+    # nothing before the connector needs a gradient: the MLLM states are plain tensors
+    assert all(not h.requires_grad for h in cond.mllm.values())
+    assert cond.tokens.requires_grad
+    before = [p.detach().clone() for p in model.queries.parameters()]
+    opt = torch.optim.AdamW([p for g in model.param_groups().values() for p in g], lr=1e-2)
+    model.train()
+    model(inputs, images, generator=torch.Generator().manual_seed(0)).loss.backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.queries.parameters()))
+
+
 def test_align_weight_zero_is_exactly_no_alignment(tiny_dir):
     off = build(tiny_dir, "model.align.weight=0", "model.align.layer=0", seed=0)
     on = build(tiny_dir, "model.align.weight=1", "model.align.layer=0", seed=0)

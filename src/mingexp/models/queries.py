@@ -146,6 +146,8 @@ class MultiScaleQueries(nn.Module):
     Args:
         width: the MLLM hidden size d (read from the loaded MLLM, never restated in configs).
         scales: e.g. ``[4, 8, 16]``; any list of distinct positive ints.
+        trainable: False freezes the whole block at its initialisation (queries and boundary tokens): the
+            MLLM then needs no backward pass at all (toy preset; see ``conf/model/toy.yaml``).
         boundary / boundary_trainable / grid_encoding / position_layout / init_norm: see module docstring.
         boundary_init: optional (start, end) embeddings, each (d,), to initialise the boundary tokens.
         seed: seed of the query initialisation (keeps it independent of other modules' init order).
@@ -158,6 +160,7 @@ class MultiScaleQueries(nn.Module):
         boundary: str = "per_scale",
         boundary_trainable: bool = True,
         grid_encoding: str = "sincos",
+        trainable: bool = True,
         grid_encoding_scale: float = 1.0,
         position_layout: str = "grid",
         init_norm: float = 1.0,
@@ -180,7 +183,7 @@ class MultiScaleQueries(nn.Module):
             x = torch.randn(n, self.width, generator=g)
             return x / x.norm(dim=-1, keepdim=True)
 
-        self.queries = nn.ParameterList([nn.Parameter(unit_rows(s * s) * init_norm) for s in self.scales])
+        self.queries = nn.ParameterList([nn.Parameter(unit_rows(s * s) * init_norm, requires_grad=trainable) for s in self.scales])
 
         # Eq. 2: boundary tokens. Initialised from the MLLM's own image-boundary embeddings when given:
         # the frozen MLLM already knows those as "an image starts/ends here".
@@ -190,8 +193,8 @@ class MultiScaleQueries(nn.Module):
             end = boundary_init[1].float().view(1, -1).repeat(n_pairs, 1)
         else:
             start, end = unit_rows(n_pairs) * init_norm, unit_rows(n_pairs) * init_norm
-        self.start = nn.Parameter(start, requires_grad=boundary_trainable)
-        self.end = nn.Parameter(end, requires_grad=boundary_trainable)
+        self.start = nn.Parameter(start, requires_grad=boundary_trainable and trainable)
+        self.end = nn.Parameter(end, requires_grad=boundary_trainable and trainable)
 
         # Eq. 3: fixed grid encodings P_{s_k} (a buffer: derived from the config, not saved in checkpoints).
         if grid_encoding == "sincos":
