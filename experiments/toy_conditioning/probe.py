@@ -29,7 +29,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from mingexp.data.shapes import COLORS, GENEVAL_CAPTION_FRACTION, SHAPES, TAGS, describe, prompt_metadata, render, scene_for
+from mingexp.data.shapes import COLORS, SHAPES, render, t2i_example
 from mingexp.eval.geneval.shapes_detector import ShapesDetector
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -39,9 +39,8 @@ def scenes(rng: random.Random, size: int, n: int) -> tuple[list[str], torch.Tens
     """n (caption, image in [-1, 1]) pairs drawn as the shapes world's t2i split draws them."""
     texts, images = [], []
     for _ in range(n):
-        metadata = prompt_metadata(rng, rng.choice(TAGS))
-        scene = scene_for(rng, metadata, 64)
-        texts.append(metadata["prompt"] if rng.random() < GENEVAL_CAPTION_FRACTION else "a photo of " + describe(scene))
+        _, scene, caption = t2i_example(rng, 64)
+        texts.append(caption)
         pixels = np.asarray(render(scene).resize((size, size), Image.BOX)).copy()
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1)
     return texts, torch.stack(images)
@@ -102,11 +101,12 @@ def main() -> None:
         schedule.step()
         losses.append(loss.terms["flow"].item())
         if step % args.eval_every == 0 or step == args.steps:
-            seconds = time.perf_counter() - start
+            eval_start = time.perf_counter()
+            seconds = eval_start - start
             model.eval()
             acc = single_object_accuracy(model, detector, out / f"{args.name}_step{step}.png")
             model.train()
-            start += time.perf_counter() - start - seconds  # evaluation time is not training time
+            start += time.perf_counter() - eval_start  # evaluation time is not training time
             print(f"{args.name} step {step} samples {step * args.batch_size} train {seconds:.0f}s flow {np.mean(losses[-100:]):.4f} "
                   + " ".join(f"{k} {v:.2f}" for k, v in acc.items()), flush=True)
 

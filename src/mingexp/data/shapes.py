@@ -269,6 +269,19 @@ def scene_for(rng: random.Random, metadata: dict, resolution: int, tries: int = 
     raise RuntimeError(f"could not place a scene for {metadata['prompt']!r} at {resolution}px")
 
 
+def t2i_example(rng: random.Random, resolution: int) -> tuple[dict, Scene, str]:
+    """One text-to-image example as the t2i split draws it: (GenEval-schema metadata, scene, caption).
+
+    Half the captions are the GenEval-phrased prompt, half the complete description (every object's colour
+    and count): GenEval prompts leave colours unsaid in four of six tags, and a toy model learns colour far
+    sooner when captions always name it.
+    """
+    metadata = prompt_metadata(rng, rng.choice(TAGS))
+    scene = scene_for(rng, metadata, resolution)
+    caption = metadata["prompt"] if rng.random() < GENEVAL_CAPTION_FRACTION else "a photo of " + describe(scene)
+    return metadata, scene, caption
+
+
 def geneval_shapes_suite(seed: int = 0) -> list[dict]:
     """The GenEval-Shapes prompt suite: the six tags in GenEval's schema (299 prompts).
 
@@ -410,12 +423,7 @@ def write_shapes(
     tag_rng = random.Random(seed)
 
     def t2i_sample(rng: random.Random, key: str) -> dict:
-        metadata = prompt_metadata(rng, rng.choice(TAGS))
-        scene = scene_for(rng, metadata, resolution)
-        # Half the captions are the GenEval-phrased prompt, half the complete description (every object's
-        # colour and count): GenEval prompts leave colours unsaid in four of six tags, and a toy model
-        # learns colour far sooner when captions always name it.
-        caption = metadata["prompt"] if rng.random() < GENEVAL_CAPTION_FRACTION else "a photo of " + describe(scene)
+        metadata, scene, caption = t2i_example(rng, resolution)
         return {"__key__": key, "png": _png(render(scene)), "txt": caption,
                 "json": json.dumps({**metadata, "scene": scene.to_json(), "caption": caption, "description": describe(scene)})}
 
