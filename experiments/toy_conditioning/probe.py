@@ -10,6 +10,11 @@ of the 60 prompts "a photo of a <colour> <shape>" and scores it with the toy wor
     both     ... both
     one      exactly one object was drawn
 
+``--condition tokens`` is the control that bypasses the MLLM: the connector reads a Gaussian embedding
+(std 1) of the caption's last 12 token ids, laid out as the query block (12 tokens, then repeated to the
+block's length), frozen unless ``--train-embedding``; the connector and DiT are the model's own. Alignment
+must be off for it (``model.align.weight=0``): there are no MLLM query states to align to.
+
 It writes ``<out>/<name>_step<N>.png`` (rows: colours, columns: shapes) and prints one line per evaluation.
 
     python experiments/toy_conditioning/probe.py --name shift1 --steps 1000 --toy-dir .cache/toy \\
@@ -31,6 +36,7 @@ from PIL import Image
 
 from mingexp.data.shapes import COLORS, SHAPES, render, t2i_example
 from mingexp.eval.geneval.shapes_detector import ShapesDetector
+from mingexp.models.unified import Condition
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -65,6 +71,30 @@ def single_object_accuracy(model, detector: ShapesDetector, path: Path) -> dict[
     return {k: v / len(pairs) for k, v in hits.items()}
 
 
+class TokenCondition(torch.nn.Module):
+    """The control condition: a fixed random embedding of the caption's last ``n`` tokens → the connector.
+
+    Replaces ``model.encode`` (the MLLM and the query block are bypassed). Returns the same
+    :class:`~mingexp.models.unified.Condition` the model's path returns, without MLLM states.
+    """
+
+    def __init__(self, model, n: int = 12, vocab: int | None = None, trainable: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        self.model, self.n = [model], n  # a list: not registered as a sub-module
+        vocab = vocab or len(model.mllm.processor.tokenizer)
+        weight = torch.randn(vocab, model.connector.in_width, generator=torch.Generator().manual_seed(seed))
+        self.embedding = torch.nn.Embedding.from_pretrained(weight, freeze=not trainable)
+
+    def forward(self, inputs) -> Condition:
+        model = self.model[0]
+        ids = inputs.input_ids[:, -self.n:]  # left padded: the last n positions end every caption
+        x = self.embedding(torch.nn.functional.pad(ids, (self.n - ids.shape[1], 0)) if ids.shape[1] < self.n else ids)
+        Q = model.queries.layout.query_index.numel()
+        x = x.repeat(1, -(-Q // self.n), 1)[:, :Q]  # the block's length, so every scale gets tokens
+        per_scale = model.connector(x)
+        return Condition(model.connector.dit_condition(per_scale), per_scale, {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True)
@@ -73,6 +103,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--toy-dir", default=".cache/toy", help="where make train put the toy MLLM (mllm/)")
     parser.add_argument("--out", default="outputs/toy_conditioning")
+    parser.add_argument("--condition", choices=("model", "tokens"), default="model",
+                        help="model: MLLM → queries → connector (the model's path); tokens: the control (see above)")
+    parser.add_argument("--train-embedding", action="store_true", help="--condition tokens: learn the embedding too")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. model.flow.shift=1")
     args = parser.parse_args()
 
@@ -81,6 +114,13 @@ def main() -> None:
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     groups = {k: v for k, v in model.param_groups().items() if v}
+    if args.condition == "tokens":
+        if model.align is not None:
+            parser.error("--condition tokens has no MLLM states to align to: add model.align.weight=0")
+        control = TokenCondition(model, trainable=args.train_embedding)
+        object.__setattr__(model, "encode", control)  # an instance attribute shadows the method (not a sub-module)
+        if args.train_embedding:
+            groups["connector"] = groups["connector"] + list(control.parameters())
     # the LightningModule's optimizer: AdamW, a learning rate per component, 100 warmup steps, constant after
     optimizer = torch.optim.AdamW([{"params": v, "lr": float(cfg.module.lr[k])} for k, v in groups.items()], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100))

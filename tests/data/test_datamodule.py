@@ -229,6 +229,22 @@ def test_vqa_batches_carry_labels_not_images(tiny_dir, tmp_path):
     assert answer_ids.numel() > 0
 
 
+def test_text_only_questions_need_no_image_and_say_so(tiny_dir, tmp_path):
+    """A vqa sample marked text_only is asked without an image; an unmarked one without its image is skipped."""
+    import webdataset as wds
+
+    with wds.TarWriter(str(tmp_path / "vqa.tar")) as sink:
+        sink.write({"__key__": "t1", "json": json.dumps({"text_only": True, "qa": [["a photo of a red circle. what colour is the circle?", "red"]]})})
+        sink.write({"__key__": "t2", "json": json.dumps({"qa": [["what colour?", "blue"]]})})  # its image is missing
+        sink.write({"__key__": "t3", "json": json.dumps({"text_only": True, "qa": [["a photo of two stars. how many stars are there?", "two"]]})})
+    dm = datamodule(tiny_dir, [{"urls": str(tmp_path / "vqa.tar"), "task": "vqa"}], resampled=False, batch_size=2)
+    (b,) = take(dm)
+    assert sorted(b.answers) == ["red", "two"] and b.mllm.pixel_values is None and b.mllm.image_grid_thw is None
+    image_pad = dm.dataset.processor.image_pad_id
+    assert not (b.mllm.input_ids == image_pad).any()
+    assert sum(b.skipped.values()) == 1 and any("missing_image" in k for k in b.skipped)
+
+
 def test_vqa_cannot_mix_with_generation(tiny_dir, tmp_path):
     write_shards(tmp_path / "a", 1, 1, "a")
     with pytest.raises(ConfigError, match="mixes vqa with generation"):

@@ -133,6 +133,31 @@ def test_vqa_answers_are_true():
                 assert a == next(o.color for o in scene.objects if o.shape == shape)
 
 
+def test_caption_questions_are_answered_by_the_caption_alone():
+    """textqa: every answer is stated by the caption and true of the scene it was drawn with."""
+    rng, kinds = random.Random(2), set()
+    for i in range(200):
+        metadata, scene, caption = S.t2i_example(random.Random(i), 64)
+        qa = S.caption_questions(rng, metadata, scene, caption)
+        assert all(q.startswith(caption + ". ") for q, _ in qa)
+        for q, a in qa:
+            q = q[len(caption) + 2 :]
+            kinds.add(q.split()[0] + " " + q.split()[1])
+            if q == "list the objects.":
+                assert "a photo of " + a == caption
+            elif q.startswith("how many"):
+                shape = next(s for s in S.SHAPES if S.plural(s) in q)
+                n = sum(o.shape == shape for o in scene.objects)
+                assert a == (S.NUMBER_WORDS[n] if n else "zero")
+            elif q.startswith("what colour"):
+                shape = next(s for s in S.SHAPES if f" {s}?" in q or f" {S.plural(s)}?" in q)
+                assert a in caption.split() and {o.color for o in scene.objects if o.shape == shape} == {a}
+            else:
+                colour = q.split()[-2]
+                assert q.startswith("what shape") and a in caption and [o.shape for o in scene.objects if o.color == colour] == [a]
+    assert kinds == {"list the", "how many", "what colour", "what shape"}
+
+
 def test_geneval_shapes_suite():
     suite = S.geneval_shapes_suite(0)
     counts = {tag: sum(m["tag"] == tag for m in suite) for tag in S.TAGS}
@@ -143,7 +168,7 @@ def test_geneval_shapes_suite():
         assert set(m) <= {"tag", "include", "exclude", "prompt"} and m["prompt"].startswith("a photo of ")
 
 
-SMALL = {"t2i": 40, "edit": 20, "edit_chains": 6, "style": 8, "vqa": 10, "heldout": 5}
+SMALL = {"t2i": 40, "edit": 20, "edit_chains": 6, "style": 8, "vqa": 10, "textqa": 10, "heldout": 5}
 
 
 def test_written_world_is_consistent_and_reused(tmp_path):
@@ -171,6 +196,9 @@ def test_written_world_is_consistent_and_reused(tmp_path):
     assert not held & train
     questions = [s for s in wds.WebDataset(str(out / "heldout" / "vqa" / "000000.tar"), shardshuffle=False)]
     assert len(questions) == SMALL["heldout"] and all(json.loads(q["json"])["qa"] for q in questions)
+    textqa = list(wds.WebDataset(str(out / "textqa" / "000000.tar"), shardshuffle=False))
+    assert len(textqa) == SMALL["textqa"] and all(set(s) == {"__key__", "__url__", "__local_path__", "json"} or "png" not in s for s in textqa)
+    assert all(json.loads(s["json"])["text_only"] and json.loads(s["json"])["qa"] for s in textqa)
     lines = (out / "geneval_shapes" / "evaluation_metadata.jsonl").read_text().splitlines()
     assert len(lines) == 299
 

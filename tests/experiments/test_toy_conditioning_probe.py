@@ -29,3 +29,44 @@ def test_probe_trains_scores_and_writes_its_grid(tiny_dir, tmp_path):
     header = [l for l in run.stdout.splitlines() if l.startswith("smoke {")]
     assert header and "'dit'" in header[0] and "'queries'" not in header[0]
     assert (out / "smoke_step2.png").is_file()
+
+
+def test_token_control_bypasses_the_mllm(tiny_dir, tmp_path):
+    """--condition tokens: the connector reads a caption-token embedding; alignment must be off, and says so."""
+    options = [sys.executable, str(PROBE), "--name", "ctl", "--steps", "2", "--eval-every", "2", "--batch-size", "4",
+               "--toy-dir", str(tiny_dir), "--out", str(tmp_path), "--condition", "tokens"]
+    overrides = [*SMALL, "model.queries.trainable=false"]
+    refused = subprocess.run([*options, *overrides], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "model.align.weight=0" in refused.stderr
+    run = subprocess.run([*options, "--train-embedding", *overrides, "model.align.weight=0"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert any(l.startswith("ctl step 2 ") for l in run.stdout.splitlines()), run.stdout
+    assert (tmp_path / "ctl_step2.png").is_file()
+
+
+def test_decodability_script_reports_held_out_accuracies(tiny_dir):
+    script = PROBE.with_name("decodability.py")
+    run = subprocess.run([sys.executable, str(script), "--toy-dir", str(tiny_dir), *SMALL], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert re.search(r"prompts 180, query states \(\d+, \d+\), relative spread [0-9.]+", run.stdout), run.stdout
+    for pooled in ("mean", "flat"):
+        (line,) = [l for l in run.stdout.splitlines() if l.startswith(pooled + ":")]
+        rates = [float(v) for v in re.findall(r"(?:colour|shape) ([0-9.]+)", line)]
+        assert len(rates) == 2 and all(0.0 <= r <= 1.0 for r in rates)
+
+
+def test_held_out_ridge_separates_a_linear_code_and_not_noise():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("decodability", PROBE.with_name("decodability.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    g = torch.Generator().manual_seed(0)
+    labels = [i % 5 for i in range(100)]
+    groups = [str(i // 20) for i in range(100)]
+    codes = torch.randn(5, 40, generator=g)
+    coded = codes[labels] + 0.3 * torch.randn(100, 40, generator=g)
+    assert mod.held_out_accuracy(coded, labels, groups) > 0.95
+    assert mod.held_out_accuracy(torch.randn(100, 40, generator=g), labels, groups) < 0.5

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from tests.conftest import CONF_DIR, SMALL
 from tests.data.helpers import jpg, png
 
-WORLD = {"t2i": 64, "edit": 24, "edit_chains": 6, "style": 12, "vqa": 48, "heldout": 4}
+WORLD = {"t2i": 64, "edit": 24, "edit_chains": 6, "style": 12, "vqa": 48, "textqa": 16, "heldout": 4}
 
 # Everything a run needs to be a few seconds long.
 FAST = [

@@ -13,7 +13,8 @@ GenEval scorer runs on this world unchanged (relations follow GenEval's rule, :f
 
 :func:`write_shapes` writes shards for t2i (reconstruction reads those too), edit (add / remove /
 recolour / move), multi-turn edit chains (2–5 steps), style (outline / inverted / grayscale / pixelated)
-and vqa (colour, count, relation and caption questions), a held-out split of scenes never used for
+vqa (colour, count, relation and caption questions) and textqa (questions about a caption given as text,
+no image), a held-out split of scenes never used for
 training, and the GenEval-Shapes prompt suite (``evaluation_metadata.jsonl``, the six GenEval tags).
 ``data=shapes`` calls :func:`prepare_shapes`, which writes all that once and reuses it afterwards.
 """
@@ -60,7 +61,7 @@ STYLES = {
     "grayscale": "make it black and white",
     "pixelated": "pixelate the image",
 }
-FORMAT_VERSION = 2  # 2: t2i captions mix GenEval prompts and full descriptions; heldout/vqa
+FORMAT_VERSION = 3  # 2: t2i captions mix GenEval prompts and full descriptions; heldout/vqa; 3: textqa
 GENEVAL_CAPTION_FRACTION = 0.5  # t2i captions that are GenEval-phrased prompts (the rest: full descriptions)
 
 
@@ -382,8 +383,42 @@ def questions(rng: random.Random, scene: Scene) -> list[list[str]]:
     return qa
 
 
+def caption_questions(rng: random.Random, metadata: dict, scene: Scene, caption: str) -> list[list[str]]:
+    """Questions about a caption given as text, with no image: "<caption>. what colour is the circle?".
+
+    A pretrained MLLM brings, from its text pretraining, the habit of carrying a prompt's content to the
+    positions after it, which is where the query block reads; the toy MLLM learns it here. Every answer is
+    stated by the caption itself (``caption`` is the GenEval prompt of ``metadata`` or ``"a photo of " +
+    describe(scene)``): the colour of a named shape, the shape of a named colour, a count, the object list.
+    """
+    if caption == metadata["prompt"]:  # GenEval phrasing: the include clauses (colours only where named)
+        stated = [(c.get("color"), c["class"], c["count"]) for c in metadata["include"]]
+        listed = caption.removeprefix("a photo of ")
+    else:  # the full description: every (colour, shape) group with its count
+        groups: dict[tuple[str, str], int] = {}
+        for o in scene.objects:
+            groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
+        stated = [(c, s, n) for (c, s), n in groups.items()]
+        listed = describe(scene)
+    qa = [["list the objects.", listed]]
+    by_shape = [s for _, s, _ in stated]
+    coloured = [(c, s, n) for c, s, n in stated if c is not None and by_shape.count(s) == 1]
+    if coloured:
+        c, s, n = rng.choice(coloured)
+        qa.append([f"what colour is the {s}?" if n == 1 else f"what colour are the {plural(s)}?", c])
+    colours = [c for c, _, _ in stated]
+    unique = [(c, s) for c, s, n in stated if c is not None and colours.count(c) == 1 and n == 1]
+    if unique:
+        c, s = rng.choice(unique)
+        qa.append([f"what shape is the {c} object?", s])
+    s = rng.choice(SHAPES)
+    n = sum(k for _, t, k in stated if t == s)
+    qa.append([f"how many {plural(s)} are there?", NUMBER_WORDS.get(n, str(n)) if n else "zero"])
+    return [[f"{caption}. {q}", a] for q, a in qa]
+
+
 # --------------------------------------------------------------------------------------------- write
-DEFAULT_COUNTS = {"t2i": 20000, "edit": 6000, "edit_chains": 1000, "style": 2000, "vqa": 8000, "heldout": 256}
+DEFAULT_COUNTS = {"t2i": 20000, "edit": 6000, "edit_chains": 1000, "style": 2000, "vqa": 8000, "textqa": 8000, "heldout": 256}
 
 
 def _png(image: Image.Image) -> bytes:
@@ -481,6 +516,12 @@ def write_shapes(
         for i in _iterate(counts["vqa"], "vqa", progress):
             scene = random_base(rng)
             sink.write({"__key__": f"vqa{i:07d}", "png": _png(render(scene)), "json": json.dumps({"qa": questions(rng, scene), "scene": scene.to_json()})})
+    # text understanding: questions about a t2i-style caption, no image
+    rng = random.Random(seed + 5)
+    with _writer(out / "textqa", shard_size) as sink:
+        for i in _iterate(counts["textqa"], "textqa", progress):
+            metadata, scene, caption = t2i_example(random.Random(rng.getrandbits(63)), resolution)
+            sink.write({"__key__": f"textqa{i:07d}", "json": json.dumps({"qa": caption_questions(rng, metadata, scene, caption), "caption": caption, "text_only": True})})
     # held-out scenes (other seeds, never in the training shards): t2i-format and single-step edits
     rng = random.Random(seed + 1_000_003)
     with _writer(out / "heldout" / "t2i", shard_size) as sink:

@@ -12,7 +12,7 @@ edit       one step: ``<key>.src.<img>``, ``<key>.tgt.<img>``, ``<key>.txt`` ins
 style      ``<key>.tgt.<img>`` stylised image, ``<key>.txt`` style instruction, optional
            ``<key>.src.<img>`` content image (without it: text-only stylised generation)
 vqa        ``<key>.<img>`` and ``<key>.json`` with ``"qa": [[question, answer], …]`` (or
-           ``"question"`` / ``"answer"``)
+           ``"question"`` / ``"answer"``); text-only questions: no image and ``"text_only": true``
 =========  ====================================================================================
 
 A parser returns a list of :class:`TaskSample` (a chain gives one per step, a vqa sample one per
@@ -187,7 +187,8 @@ class TaskParser:
         return [self._sample(key, instruction, meta, inputs=[src] if src is not None else [], target=tgt)]
 
     def _parse_vqa(self, raw: dict, key: str, meta: dict) -> list[TaskSample]:
-        image = _image(raw, "", self.max_pixels)
+        # text-only questions must say so: an image question whose image is missing is a bad sample
+        image = _image(raw, "", self.max_pixels, required=not meta.get("text_only", False))
         qa = meta.get("qa")
         if qa is None and "question" in meta:
             qa = [[meta.get("question"), meta.get("answer")]]
@@ -197,5 +198,5 @@ class TaskParser:
         for k, pair in enumerate(qa):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not str(pair[0] or "").strip() or not str(pair[1] or "").strip():
                 raise SkipSample("missing_qa", f"pair {k}")
-            out.append(self._sample(f"{key}/q{k}", str(pair[0]).strip(), meta, inputs=[image], answer=str(pair[1]).strip()))
+            out.append(self._sample(f"{key}/q{k}", str(pair[0]).strip(), meta, inputs=[image] if image is not None else [], answer=str(pair[1]).strip()))
         return out
