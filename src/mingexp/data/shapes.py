@@ -386,9 +386,9 @@ def questions(rng: random.Random, scene: Scene) -> list[list[str]]:
 def caption_questions(rng: random.Random, metadata: dict, scene: Scene, caption: str) -> list[list[str]]:
     """Questions about a caption given as text, with no image: "<caption>. what colour is the circle?".
 
-    A pretrained MLLM brings, from its text pretraining, the habit of carrying a prompt's content to the
-    positions after it, which is where the query block reads; the toy MLLM learns it here. Every answer is
-    stated by the caption itself (``caption`` is the GenEval prompt of ``metadata`` or ``"a photo of " +
+    A pretrained MLLM understands prompts from its text pretraining; the toy MLLM, frozen as the
+    generator's text encoder, learns it here (stage 0 answers 46 % of held-out caption questions with these,
+    27 % without: experiments/toy_conditioning). Every answer is stated by the caption itself (``caption`` is the GenEval prompt of ``metadata`` or ``"a photo of " +
     describe(scene)``): the colour of a named shape, the shape of a named colour, a count, the object list.
     """
     if caption == metadata["prompt"]:  # GenEval phrasing: the include clauses (colours only where named)
