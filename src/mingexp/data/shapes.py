@@ -27,6 +27,7 @@ import math
 import os
 import random
 import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -201,14 +202,16 @@ def _random_scene(rng: random.Random, resolution: int, specs: list[tuple[str, st
     return scene
 
 
+def object_counts(scene: Scene) -> Counter[tuple[str, str]]:
+    """How many objects of each (colour, shape), in order of first appearance."""
+    return Counter((o.color, o.shape) for o in scene.objects)
+
+
 def describe(scene: Scene) -> str:
     """A complete caption: 'a red circle and two blue stars'."""
-    groups: dict[tuple[str, str], int] = {}
-    for o in scene.objects:
-        groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
     parts = [
         (_a(f"{c} {s}") if n == 1 else f"{NUMBER_WORDS.get(n, str(n))} {c} {plural(s)}")
-        for (c, s), n in groups.items()
+        for (c, s), n in object_counts(scene).items()
     ]
     if not parts:
         return "an empty canvas"
@@ -388,17 +391,15 @@ def caption_questions(rng: random.Random, metadata: dict, scene: Scene, caption:
 
     A pretrained MLLM understands prompts from its text pretraining; the toy MLLM, frozen as the
     generator's text encoder, learns it here (stage 0 answers 46 % of held-out caption questions with these,
-    27 % without: experiments/toy_conditioning). Every answer is stated by the caption itself (``caption`` is the GenEval prompt of ``metadata`` or ``"a photo of " +
-    describe(scene)``): the colour of a named shape, the shape of a named colour, a count, the object list.
+    27 % without: experiments/toy_conditioning). Every answer is stated by the caption itself (``caption``
+    is the GenEval prompt of ``metadata`` or ``"a photo of " + describe(scene)``): the colour of a named
+    shape, the shape of a named colour, a count, the object list.
     """
     if caption == metadata["prompt"]:  # GenEval phrasing: the include clauses (colours only where named)
         stated = [(c.get("color"), c["class"], c["count"]) for c in metadata["include"]]
         listed = caption.removeprefix("a photo of ")
     else:  # the full description: every (colour, shape) group with its count
-        groups: dict[tuple[str, str], int] = {}
-        for o in scene.objects:
-            groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
-        stated = [(c, s, n) for (c, s), n in groups.items()]
+        stated = [(c, s, n) for (c, s), n in object_counts(scene).items()]
         listed = describe(scene)
     qa = [["list the objects.", listed]]
     by_shape = [s for _, s, _ in stated]
