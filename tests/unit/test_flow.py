@@ -19,6 +19,31 @@ def test_interpolation_endpoints_and_velocity():
     assert torch.allclose(fd, fm.target(x0, eps), atol=1e-3)
 
 
+def test_sample_prediction_turns_x0_into_the_velocity_and_clips_sigma():
+    x0, eps = torch.randn(4, 3, 4, 4), torch.randn(4, 3, 4, 4)
+    fm = FlowMatching(prediction="sample", min_sigma=0.05)
+    sigma = torch.tensor([0.9, 0.5, 0.1, 0.01])
+    x_t = fm.interpolate(x0, eps, sigma)
+    v = fm.velocity(x0, x_t, fm.timesteps(sigma))
+    # a perfect x̂_0 implies the true velocity wherever σ ≥ min_sigma ...
+    assert torch.allclose(v[:3], fm.target(x0, eps)[:3], atol=1e-5)
+    # ... and below it divides by min_sigma, not by σ
+    assert torch.allclose(v[3], (x_t[3] - x0[3]) / 0.05, atol=1e-5)
+    # velocity prediction passes the output through
+    out = torch.randn_like(x0)
+    assert FlowMatching().velocity(out, x_t, fm.timesteps(sigma)) is out
+
+
+def test_sample_prediction_lands_on_the_predicted_image():
+    # an x-predicting denoiser that always answers x0: the sampler lands on x0, up to the noise of the
+    # scheduler's last σ (1/1000, below min_sigma, where the clipped division moves 2 % of the way)
+    x0 = torch.full((2, 1, 3, 3), 0.7)
+    fm = FlowMatching(prediction="sample")
+    out = FlowSampler(steps=8, guidance_scale=1.0)(lambda x, c, t: fm.velocity(x0, x, t), torch.zeros(2, 1, 1), None, (2, 1, 3, 3),
+                                                   generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, x0, atol=5e-3)  # from std-1 noise
+
+
 def test_uniform_and_logit_normal_ranges():
     g = torch.Generator().manual_seed(0)
     u = FlowMatching("uniform").sample_sigmas(20000, g)
@@ -50,6 +75,12 @@ def test_bad_dropout_config(kwargs, msg):
 def test_bad_timestep_sampling():
     with pytest.raises(ConfigError, match="model.flow.timestep_sampling='cosine'"):
         FlowMatching("cosine")
+
+
+@pytest.mark.parametrize("kwargs,msg", [({"prediction": "epsilon"}, "model.flow.prediction='epsilon'"), ({"min_sigma": 0.0}, "model.flow.min_sigma=0.0")])
+def test_bad_prediction_config(kwargs, msg):
+    with pytest.raises(ConfigError, match=msg):
+        FlowMatching(**kwargs)
 
 
 def test_sampler_batches_cfg_in_one_forward_per_step():

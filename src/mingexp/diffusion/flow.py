@@ -8,6 +8,17 @@
 optionally shifted, σ' = shift·σ / (1 + (shift − 1)·σ) (shift > 1 spends more steps at high noise, as
 SANA's samplers do). The DiT is given the timestep σ·1000 (diffusers' flow schedulers' convention).
 
+``prediction`` is what the network outputs: ``velocity`` (SD3, SANA, MetaQueries) or ``sample``, the clean
+image x̂_0 (x-prediction, Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"), turned
+into the velocity it implies before the loss and the sampler see it::
+
+    v̂ = (x_t − x̂_0) / max(σ, σ_min)
+
+so the loss stays the velocity loss above (‖x̂_0 − x_0‖² / σ², weighted towards low noise) and the sampler
+is unchanged. A network that outputs images only has to produce points near the data (flat canvases,
+solid shapes), not reproduce the noise it was given: for pixel-space models whose patches are large
+against their width this is the difference between speckled and clean samples.
+
 Condition dropout for classifier-free guidance drops a row's whole condition with probability p; the
 null condition is ``empty_prompt`` (the MLLM run on an empty prompt, MetaQueries) or ``zeros`` (an
 all-zeros condition, the released Ming code).
@@ -20,6 +31,7 @@ import torch
 from mingexp.errors import ConfigError
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+PREDICTIONS = ("velocity", "sample")
 NULL_CONDITIONS = ("empty_prompt", "zeros")
 
 
@@ -33,7 +45,13 @@ class FlowMatching:
         logit_std: float = 1.0,
         shift: float = 1.0,
         num_train_timesteps: int = 1000,
+        prediction: str = "velocity",
+        min_sigma: float = 0.05,
     ) -> None:
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"model.flow.prediction={prediction!r}: use one of {PREDICTIONS}.")
+        if not 0 < min_sigma < 1:
+            raise ConfigError(f"model.flow.min_sigma={min_sigma}: must be in (0, 1).")
         if timestep_sampling not in TIMESTEP_SAMPLINGS:
             raise ConfigError(f"model.flow.timestep_sampling={timestep_sampling!r}: use one of {TIMESTEP_SAMPLINGS}.")
         if shift <= 0:
@@ -43,6 +61,7 @@ class FlowMatching:
         self.timestep_sampling = timestep_sampling
         self.logit_mean, self.logit_std, self.shift = float(logit_mean), float(logit_std), float(shift)
         self.num_train_timesteps = int(num_train_timesteps)
+        self.prediction, self.min_sigma = prediction, float(min_sigma)
 
     def sample_sigmas(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """(n,) noise levels σ in (0, 1)."""
@@ -63,6 +82,14 @@ class FlowMatching:
     def target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The velocity ε − x_0."""
         return noise - x0
+
+    def velocity(self, output: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The velocity the network's output stands for, (B, C, H, W); ``timestep`` (B,) is σ·1000."""
+        if self.prediction == "velocity":
+            return output
+        # x-prediction: v̂ = (x_t − x̂_0) / σ; σ clipped so the last, near-clean steps do not divide by ~0
+        sigma = (timestep.float() / self.num_train_timesteps).clamp(min=self.min_sigma)
+        return (x_t - output) / sigma.view(-1, *([1] * (x_t.ndim - 1))).to(x_t.dtype)
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """The DiT's timestep input, σ·1000."""

@@ -142,8 +142,9 @@ class UnifiedModel(nn.Module):
 
     # ---------------------------------------------------------------- training
     def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """DiT velocity prediction v̂(x_t, t, c): (B, C_lat, h, w)."""
-        return self.dit(hidden_states=x_t, encoder_hidden_states=cond, timestep=timestep, return_dict=False)[0]
+        """Velocity v̂(x_t, t, c): (B, C_lat, h, w), from the DiT's output (a velocity or x̂_0, ``model.flow.prediction``)."""
+        output = self.dit(hidden_states=x_t, encoder_hidden_states=cond, timestep=timestep, return_dict=False)[0]
+        return self.flow.velocity(output, x_t, timestep)
 
     def forward(self, inputs: MLLMInputs, images: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
         """One training step's loss.
