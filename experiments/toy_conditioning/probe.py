@@ -10,6 +10,16 @@ of the 60 prompts "a photo of a <colour> <shape>" and scores it with the toy wor
     both     ... both
     one      exactly one object was drawn
 
+and, before each evaluation, how much of the prompt the DiT's condition still carries (the 60 prompts'
+condition tokens, norms relative to the mean token norm):
+
+    spread   mean distance of a prompt's tokens from the 60 prompts' mean
+    cspread  the same for the per-colour means (the part of the spread that names the colour)
+
+``--checkpoint <run>/checkpoints/last.ckpt`` trains nothing: it scores that run's model (rebuilt from the
+run's own config, as ``mingexp.evaluate`` does) once, with the same scorer. ``--data single`` trains on single-object scenes captioned "a photo of a <colour> <shape>" only (the
+evaluation's own distribution); ``mix`` (default) on the world's t2i mix.
+
 ``--condition tokens`` is the control that bypasses the MLLM: the connector reads a Gaussian embedding
 (std 1) of the caption's last 12 token ids, laid out as the query block (12 tokens, then repeated to the
 block's length), frozen unless ``--train-embedding``; the connector and DiT are the model's own. Alignment
@@ -34,28 +44,43 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from mingexp.data.shapes import COLORS, SHAPES, render, t2i_example
+from mingexp.data.shapes import COLORS, SHAPES, prompt_metadata, render, scene_for, t2i_example
 from mingexp.eval.geneval.shapes_detector import ShapesDetector
+from mingexp.evaluate import load_model
 from mingexp.models.unified import Condition
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def scenes(rng: random.Random, size: int, n: int) -> tuple[list[str], torch.Tensor]:
-    """n (caption, image in [-1, 1]) pairs drawn as the shapes world's t2i split draws them."""
+def scenes(rng: random.Random, size: int, n: int, single: bool = False) -> tuple[list[str], torch.Tensor]:
+    """n (caption, image in [-1, 1]) pairs drawn as the shapes world's t2i split draws them (``single``:
+    single-object scenes with their GenEval "colors" prompt)."""
     texts, images = [], []
     for _ in range(n):
-        _, scene, caption = t2i_example(rng, 64)
+        if single:
+            metadata = prompt_metadata(rng, "colors")
+            scene, caption = scene_for(rng, metadata, 64), metadata["prompt"]
+        else:
+            _, scene, caption = t2i_example(rng, 64)
         texts.append(caption)
         pixels = np.asarray(render(scene).resize((size, size), Image.BOX)).copy()
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1)
     return texts, torch.stack(images)
 
 
+def prompt(colour: str, shape: str) -> str:
+    """The world's own phrasing of a single-object prompt ("a photo of an orange star")."""
+    return f"a photo of {'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
+
+
 def single_object_accuracy(model, detector: ShapesDetector, path: Path) -> dict[str, float]:
-    """Colour / shape / both / one-object rates over the 60 colour × shape prompts (seed 0); saves the grid."""
+    """Colour / shape / both / one-object rates over the 60 colour × shape prompts (seed 0); saves the grid.
+
+    (Every run in the README was scored with "a photo of a orange ..." where the world writes "an orange":
+    6 of the 60 prompts.)
+    """
     pairs = [(c, s) for c in COLORS for s in SHAPES]
-    images = model.generate([f"a photo of a {c} {s}" for c, s in pairs], num_images=1, seed=0)
+    images = model.generate([prompt(c, s) for c, s in pairs], num_images=1, seed=0)
     hits = {"colour": 0, "shape": 0, "both": 0, "one": 0}
     for image, (colour, shape) in zip(images, pairs):
         found = detector.detect(image)
@@ -69,6 +94,20 @@ def single_object_accuracy(model, detector: ShapesDetector, path: Path) -> dict[
     grid = np.concatenate(rows, 0)
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(path)
     return {k: v / len(pairs) for k, v in hits.items()}
+
+
+@torch.no_grad()
+def condition_spread(model) -> dict[str, float]:
+    """How far apart the DiT's condition tokens are across the 60 colour × shape prompts (see docstring)."""
+    tokens = model.encode(model.mllm.processor([prompt(c, s) for c in COLORS for s in SHAPES])).tokens.float()
+    norm = tokens.norm(dim=-1).mean()
+    by_colour = tokens.view(len(COLORS), len(SHAPES), *tokens.shape[1:]).mean(1)
+    return {"spread": float((tokens - tokens.mean(0)).norm(dim=-1).mean() / norm),
+            "cspread": float((by_colour - by_colour.mean(0)).norm(dim=-1).mean() / norm)}
+
+
+def report(acc: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.3f}" if "spread" in k else f"{k} {v:.2f}" for k, v in acc.items())
 
 
 class TokenCondition(torch.nn.Module):
@@ -106,11 +145,21 @@ def main() -> None:
     parser.add_argument("--condition", choices=("model", "tokens"), default="model",
                         help="model: MLLM → queries → connector (the model's path); tokens: the control (see above)")
     parser.add_argument("--train-embedding", action="store_true", help="--condition tokens: learn the embedding too")
+    parser.add_argument("--data", choices=("mix", "single"), default="mix", help="mix: the world's t2i mix; single: single-object scenes")
+    parser.add_argument("--checkpoint", help="score this run checkpoint (e.g. outputs/train/runs/<time>/checkpoints/last.ckpt) and exit")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. model.flow.shift=1")
     args = parser.parse_args()
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.toy_dir={Path(args.toy_dir).resolve()}", *args.overrides])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint:
+        cfg.ckpt_path = str(Path(args.checkpoint).resolve())
+        model = load_model(cfg)  # the run's own model config, its trained (or EMA) weights, eval mode
+        acc = {**condition_spread(model), **single_object_accuracy(model, ShapesDetector(), out / f"{args.name}_checkpoint.png")}
+        print(f"{args.name} checkpoint {args.checkpoint} {report(acc)}", flush=True)
+        return
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     groups = {k: v for k, v in model.param_groups().items() if v}
@@ -124,15 +173,13 @@ def main() -> None:
     # the LightningModule's optimizer: AdamW, a learning rate per component, 100 warmup steps, constant after
     optimizer = torch.optim.AdamW([{"params": v, "lr": float(cfg.module.lr[k])} for k, v in groups.items()], weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rng, detector, size = random.Random(0), ShapesDetector(), model.default_size()
     print(args.name, {k: float(cfg.module.lr[k]) for k in groups}, flush=True)
 
     model.train()
     losses, start = [], time.perf_counter()
     for step in range(1, args.steps + 1):
-        texts, images = scenes(rng, size, args.batch_size)
+        texts, images = scenes(rng, size, args.batch_size, single=args.data == "single")
         loss = model(model.mllm.processor(texts), images, torch.Generator().manual_seed(step))
         optimizer.zero_grad()
         loss.loss.backward()
@@ -144,11 +191,11 @@ def main() -> None:
             eval_start = time.perf_counter()
             seconds = eval_start - start
             model.eval()
-            acc = single_object_accuracy(model, detector, out / f"{args.name}_step{step}.png")
+            acc = {**condition_spread(model), **single_object_accuracy(model, detector, out / f"{args.name}_step{step}.png")}
             model.train()
             start += time.perf_counter() - eval_start  # evaluation time is not training time
             print(f"{args.name} step {step} samples {step * args.batch_size} train {seconds:.0f}s flow {np.mean(losses[-100:]):.4f} "
-                  + " ".join(f"{k} {v:.2f}" for k, v in acc.items()), flush=True)
+                  + report(acc), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ def test_probe_trains_scores_and_writes_its_grid(tiny_dir, tmp_path):
     assert set(rates) == {"colour", "shape", "both", "one"}
     assert all(0.0 <= float(v) <= 1.0 for v in rates.values())
     assert float(rates["both"]) <= min(float(rates["colour"]), float(rates["shape"]))
+    # the condition's spread across the 60 prompts; the colour's part of it is no larger (triangle inequality)
+    spread, cspread = map(float, re.search(r"spread ([0-9.]+) cspread ([0-9.]+)", line[0]).groups())
+    assert 0.0 < cspread <= spread
     # the frozen block has no optimizer group
     header = [l for l in run.stdout.splitlines() if l.startswith("smoke {")]
     assert header and "'dit'" in header[0] and "'queries'" not in header[0]
@@ -34,7 +37,7 @@ def test_probe_trains_scores_and_writes_its_grid(tiny_dir, tmp_path):
 def test_token_control_bypasses_the_mllm(tiny_dir, tmp_path):
     """--condition tokens: the connector reads a caption-token embedding; alignment must be off, and says so."""
     options = [sys.executable, str(PROBE), "--name", "ctl", "--steps", "2", "--eval-every", "2", "--batch-size", "4",
-               "--toy-dir", str(tiny_dir), "--out", str(tmp_path), "--condition", "tokens"]
+               "--toy-dir", str(tiny_dir), "--out", str(tmp_path), "--condition", "tokens", "--data", "single"]
     overrides = [*SMALL, "model.queries.trainable=false"]
     refused = subprocess.run([*options, *overrides], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "model.align.weight=0" in refused.stderr
@@ -70,3 +73,19 @@ def test_held_out_ridge_separates_a_linear_code_and_not_noise():
     coded = codes[labels] + 0.3 * torch.randn(100, 40, generator=g)
     assert mod.held_out_accuracy(coded, labels, groups) > 0.95
     assert mod.held_out_accuracy(torch.randn(100, 40, generator=g), labels, groups) < 0.5
+
+
+def test_single_object_data_is_the_evaluations_own_prompts():
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("probe", PROBE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    texts, images = mod.scenes(random.Random(0), 32, 40, single=True)
+    assert images.shape == (40, 3, 32, 32) and -1.0 <= float(images.min()) and float(images.max()) <= 1.0
+    prompts = {mod.prompt(c, s) for c in mod.COLORS for s in mod.SHAPES}
+    assert mod.prompt("orange", "star") == "a photo of an orange star"
+    assert set(texts) <= prompts and len(set(texts)) > 20
+    mixed, _ = mod.scenes(random.Random(0), 32, 40)
+    assert not set(mixed) <= prompts  # the world's mix has other captions

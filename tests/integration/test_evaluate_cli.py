@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,17 @@ def test_missing_checkpoint_is_named(tiny_dir, world, tmp_path):
     with pytest.raises(ConfigError, match="ckpt_path=.*nope.ckpt"):
         evaluate(compose_eval(tiny_dir, world, tmp_path, f"ckpt_path={tmp_path}/nope.ckpt", "+eval=recon", "eval.n=1",
                               f"model.mllm.path={tiny_dir}/mllm"))
+
+
+def test_toy_conditioning_probe_scores_a_run_checkpoint(tiny_dir, checkpoint, tmp_path):
+    """The study's --checkpoint mode rebuilds the run's model from beside the checkpoint and scores it."""
+    probe = REPO / "experiments" / "toy_conditioning" / "probe.py"
+    run = subprocess.run([sys.executable, str(probe), "--name", "ck", "--toy-dir", str(tiny_dir), "--out", str(tmp_path),
+                          "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (line,) = [l for l in run.stdout.splitlines() if l.startswith("ck checkpoint ")]
+    values = dict(re.findall(r"(spread|cspread|colour|shape|both|one) ([0-9.]+)", line))
+    assert set(values) == {"spread", "cspread", "colour", "shape", "both", "one"}
+    assert 0 < float(values["cspread"]) <= float(values["spread"]) and all(0 <= float(values[k]) <= 1 for k in ("colour", "shape", "both", "one"))
+    assert (tmp_path / "ck_checkpoint.png").is_file()
+
