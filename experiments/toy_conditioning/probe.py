@@ -16,9 +16,10 @@ condition tokens, norms relative to the mean token norm):
     spread   mean distance of a prompt's tokens from the 60 prompts' mean
     cspread  the same for the per-colour means (the part of the spread that names the colour)
 
-``--checkpoint <run>/checkpoints/last.ckpt`` trains nothing: it scores that run's model (rebuilt from the
-run's own config, as ``mingexp.evaluate`` does) once, with the same scorer. ``--data single`` trains on single-object scenes captioned "a photo of a <colour> <shape>" only (the
-evaluation's own distribution); ``mix`` (default) on the world's t2i mix.
+``--data single`` trains on single-object scenes captioned "a photo of a <colour> <shape>" only (the
+evaluation's own distribution); ``mix`` (default) on the world's t2i mix. ``--checkpoint
+<run>/checkpoints/last.ckpt`` trains nothing: it rebuilds that run's model from the run's own config (as
+``mingexp.evaluate`` does; ``--toy-dir`` must hold the MLLM the run used) and scores it once.
 
 ``--condition tokens`` is the control that bypasses the MLLM: the connector reads a Gaussian embedding
 (std 1) of the caption's last 12 token ids, laid out as the query block (12 tokens, then repeated to the
@@ -146,7 +147,7 @@ def main() -> None:
                         help="model: MLLM → queries → connector (the model's path); tokens: the control (see above)")
     parser.add_argument("--train-embedding", action="store_true", help="--condition tokens: learn the embedding too")
     parser.add_argument("--data", choices=("mix", "single"), default="mix", help="mix: the world's t2i mix; single: single-object scenes")
-    parser.add_argument("--checkpoint", help="score this run checkpoint (e.g. outputs/train/runs/<time>/checkpoints/last.ckpt) and exit")
+    parser.add_argument("--checkpoint", help="score this run's checkpoint (e.g. outputs/train/runs/<time>/checkpoints/last.ckpt) and exit")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. model.flow.shift=1")
     args = parser.parse_args()
 

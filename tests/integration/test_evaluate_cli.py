@@ -90,4 +90,3 @@ def test_toy_conditioning_probe_scores_a_run_checkpoint(tiny_dir, checkpoint, tm
     assert set(values) == {"spread", "cspread", "colour", "shape", "both", "one"}
     assert 0 < float(values["cspread"]) <= float(values["spread"]) and all(0 <= float(values[k]) <= 1 for k in ("colour", "shape", "both", "one"))
     assert (tmp_path / "ck_checkpoint.png").is_file()
-
