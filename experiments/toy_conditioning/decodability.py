@@ -44,10 +44,10 @@ def prompts(seed: int = 0) -> list[tuple[str, str, str]]:
 
 @torch.no_grad()
 def query_states(model, texts: list[str]) -> torch.Tensor:
-    """The connector's input for each prompt: (N, Σ s², d) MLLM hidden states of the queries."""
-    inputs = model.mllm.processor(texts)
-    h = model.mllm(inputs, model.queries(len(texts)), model.queries.layout.positions)
-    return h[:, model.queries.layout.query_index].float()
+    """The connector's input for each prompt: (N, Σ s², d) MLLM hidden states of the queries (the model's own
+    condition path, ``UnifiedModel.encode``, scales in the block's order)."""
+    states = model.encode(model.mllm.processor(texts)).mllm
+    return torch.cat([states[s] for s in model.queries.layout.scales], dim=1).float()
 
 
 def held_out_accuracy(features: torch.Tensor, labels: list[int], groups: list[str]) -> float:

@@ -12,10 +12,10 @@ Captions use GenEval's phrasing and every scene stores GenEval's ``include`` / `
 GenEval scorer runs on this world unchanged (relations follow GenEval's rule, :func:`relations`).
 
 :func:`write_shapes` writes shards for t2i (reconstruction reads those too), edit (add / remove /
-recolour / move), multi-turn edit chains (2–5 steps), style (outline / inverted / grayscale / pixelated)
+recolour / move), multi-turn edit chains (2–5 steps), style (outline / inverted / grayscale / pixelated),
 vqa (colour, count, relation and caption questions) and textqa (questions about a caption given as text,
-no image), a held-out split of scenes never used for
-training, and the GenEval-Shapes prompt suite (``evaluation_metadata.jsonl``, the six GenEval tags).
+no image), a held-out split of scenes never used for training, and the GenEval-Shapes prompt suite
+(``evaluation_metadata.jsonl``, the six GenEval tags).
 ``data=shapes`` calls :func:`prepare_shapes`, which writes all that once and reuses it afterwards.
 """
 
