@@ -17,7 +17,10 @@ condition tokens, norms relative to the mean token norm):
     cspread  the same for the per-colour means (the part of the spread that names the colour)
 
 ``--data single`` trains on single-object scenes captioned "a photo of a <colour> <shape>" only (the
-evaluation's own distribution); ``mix`` (default) on the world's t2i mix. ``--checkpoint
+evaluation's own distribution); ``mix`` (default) on the world's t2i mix; ``fixed`` on the same 60 captions,
+each with one image (the object centred, at the world's largest size): memorisation, not generalisation,
+which tells "the DiT cannot draw the shape the condition names" from "it has not yet learned to draw it
+anywhere at any size". ``--checkpoint
 <run>/checkpoints/last.ckpt`` trains nothing: it rebuilds that run's model from the run's own config (as
 ``mingexp.evaluate`` does; ``--toy-dir`` must hold the MLLM the run used) and scores it once.
 
@@ -45,24 +48,30 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from mingexp.data.shapes import COLORS, SHAPES, prompt_metadata, render, scene_for, t2i_example
+from mingexp.data.shapes import COLORS, SHAPES, Scene, ShapeObject, prompt_metadata, render, scene_for, t2i_example
 from mingexp.eval.geneval.shapes_detector import ShapesDetector
 from mingexp.evaluate import load_model
 from mingexp.models.unified import Condition
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+DATA = ("mix", "single", "fixed")
+FIXED_BOX = 22  # --data fixed: box side on the 64-px canvas (35 %, the world's largest), 11 px at the toy's 32
 
 
-def scenes(rng: random.Random, size: int, n: int, single: bool = False) -> tuple[list[str], torch.Tensor]:
-    """n (caption, image in [-1, 1]) pairs drawn as the shapes world's t2i split draws them (``single``:
-    single-object scenes with their GenEval "colors" prompt)."""
+def scenes(rng: random.Random, size: int, n: int, data: str = "mix") -> tuple[list[str], torch.Tensor]:
+    """n (caption, image in [-1, 1]) pairs: ``mix`` draws them as the shapes world's t2i split does; ``single``:
+    single-object scenes with their GenEval "colors" prompt; ``fixed``: the same captions, the object centred
+    in a ``FIXED_BOX``-px box (one image per caption)."""
     texts, images = [], []
     for _ in range(n):
-        if single:
-            metadata = prompt_metadata(rng, "colors")
-            scene, caption = scene_for(rng, metadata, 64), metadata["prompt"]
-        else:
+        if data == "mix":
             _, scene, caption = t2i_example(rng, 64)
+        else:
+            metadata = prompt_metadata(rng, "colors")
+            caption, (clause,) = metadata["prompt"], metadata["include"]
+            corner = (64 - FIXED_BOX) // 2
+            scene = (scene_for(rng, metadata, 64) if data == "single"
+                     else Scene(64, [ShapeObject(clause["class"], clause["color"], corner, corner, FIXED_BOX)]))
         texts.append(caption)
         pixels = np.asarray(render(scene).resize((size, size), Image.BOX)).copy()
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1)
@@ -146,7 +155,8 @@ def main() -> None:
     parser.add_argument("--condition", choices=("model", "tokens"), default="model",
                         help="model: MLLM → queries → connector (the model's path); tokens: the control (see above)")
     parser.add_argument("--train-embedding", action="store_true", help="--condition tokens: learn the embedding too")
-    parser.add_argument("--data", choices=("mix", "single"), default="mix", help="mix: the world's t2i mix; single: single-object scenes")
+    parser.add_argument("--data", choices=DATA, default="mix",
+                        help="mix: the world's t2i mix; single: single-object scenes; fixed: one centred image per caption")
     parser.add_argument("--checkpoint", help="score this run's checkpoint (e.g. outputs/train/runs/<time>/checkpoints/last.ckpt) and exit")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. model.flow.shift=1")
     args = parser.parse_args()
@@ -180,7 +190,7 @@ def main() -> None:
     model.train()
     losses, start = [], time.perf_counter()
     for step in range(1, args.steps + 1):
-        texts, images = scenes(rng, size, args.batch_size, single=args.data == "single")
+        texts, images = scenes(rng, size, args.batch_size, args.data)
         loss = model(model.mllm.processor(texts), images, torch.Generator().manual_seed(step))
         optimizer.zero_grad()
         loss.loss.backward()

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from tests.conftest import SMALL
 
 PROBE = Path(__file__).resolve().parents[2] / "experiments" / "toy_conditioning" / "probe.py"
@@ -82,10 +84,39 @@ def test_single_object_data_is_the_evaluations_own_prompts():
     spec = importlib.util.spec_from_file_location("probe", PROBE)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    texts, images = mod.scenes(random.Random(0), 32, 40, single=True)
+    texts, images = mod.scenes(random.Random(0), 32, 40, "single")
     assert images.shape == (40, 3, 32, 32) and -1.0 <= float(images.min()) and float(images.max()) <= 1.0
     prompts = {mod.prompt(c, s) for c in mod.COLORS for s in mod.SHAPES}
     assert mod.prompt("orange", "star") == "a photo of an orange star"
     assert set(texts) <= prompts and len(set(texts)) > 20
     mixed, _ = mod.scenes(random.Random(0), 32, 40)
     assert not set(mixed) <= prompts  # the world's mix has other captions
+
+
+def test_fixed_data_gives_each_caption_one_centred_image_the_detector_reads():
+    import importlib.util
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from mingexp.eval.geneval.shapes_detector import ShapesDetector
+
+    spec = importlib.util.spec_from_file_location("probe", PROBE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    texts, images = mod.scenes(random.Random(0), 32, 120, "fixed")
+    by_caption = {}
+    for text, image in zip(texts, images):
+        by_caption.setdefault(text, []).append(image)
+    assert len(by_caption) > 30 and set(by_caption) <= {mod.prompt(c, s) for c in mod.COLORS for s in mod.SHAPES}
+    for same in by_caption.values():  # memorisation: a caption always comes with the same image
+        assert all(torch.equal(same[0], other) for other in same[1:])
+    # the detector reads back each caption's colour and shape, as the probe's scorer will
+    detector = ShapesDetector()
+    for text, (image, *_) in by_caption.items():
+        pixels = ((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        (found,) = detector.detect(Image.fromarray(np.ascontiguousarray(pixels)))
+        assert text == mod.prompt(found.colour, found.label)
+        ys, xs = np.nonzero(found.mask)
+        assert abs(xs.mean() - 15.5) < 1.5 and abs(ys.mean() - 15.5) < 2.5  # centred (a triangle's mass sits low)

@@ -317,7 +317,8 @@ def geneval_shapes_suite(seed: int = 0) -> list[dict]:
 # -------------------------------------------------------------------------------------------- edits
 def edit_scene(rng: random.Random, scene: Scene) -> tuple[Scene, str] | None:
     """One random edit (add / remove / recolour / move) → (new scene, instruction), or None."""
-    unique = [o for o in scene.objects if sum(1 for p in scene.objects if (p.color, p.shape) == (o.color, o.shape)) == 1]
+    counts = object_counts(scene)
+    unique = [o for o in scene.objects if counts[(o.color, o.shape)] == 1]  # an edit names its target unambiguously
     ops = ["add"] + (["remove", "recolor", "move"] if unique else [])
     op = rng.choice(ops)
     new = scene.copy()
