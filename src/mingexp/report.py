@@ -54,10 +54,10 @@ def _level(value) -> str:
 
 def read_run(folder: Path, factors: dict[str, str] = FACTORS) -> Run | None:
     """One job folder → its factor levels, seed, final metrics and curves (None when it has no metrics)."""
-    cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
     files = sorted(folder.rglob("metrics.csv"))
     if not files:
         return None
+    cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
     run = Run(folder, {name: _level(OmegaConf.select(cfg, key)) for name, key in factors.items()}, int(cfg.get("seed", 0)))
     with open(files[0]) as f:
         for row in csv.DictReader(f):
