@@ -20,9 +20,10 @@ condition tokens, norms relative to the mean token norm):
 evaluation's own distribution); ``mix`` (default) on the world's t2i mix; ``fixed`` on the same 60 captions,
 each with one image (the object centred, at the world's largest size): memorisation, not generalisation,
 which tells "the DiT cannot draw the shape the condition names" from "it has not yet learned to draw it
-anywhere at any size". ``--checkpoint
-<run>/checkpoints/last.ckpt`` trains nothing: it rebuilds that run's model from the run's own config (as
-``mingexp.evaluate`` does; ``--toy-dir`` must hold the MLLM the run used) and scores it once.
+anywhere at any size".
+
+``--checkpoint <run>/checkpoints/last.ckpt`` trains nothing: it rebuilds that run's model from the run's own
+config (as ``mingexp.evaluate`` does; ``--toy-dir`` must hold the MLLM the run used) and scores it once.
 
 ``--condition tokens`` is the control that bypasses the MLLM: the connector reads a Gaussian embedding
 (std 1) of the caption's last 12 token ids, laid out as the query block (12 tokens, then repeated to the

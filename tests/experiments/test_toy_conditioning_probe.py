@@ -1,5 +1,6 @@
 """The toy-conditioning study script runs on the real (shrunk) config and writes what its README reports."""
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -10,6 +11,14 @@ import torch
 from tests.conftest import SMALL
 
 PROBE = Path(__file__).resolve().parents[2] / "experiments" / "toy_conditioning" / "probe.py"
+
+
+def load_script(path: Path):
+    """A study script (loaded by path: experiments/ is not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_probe_trains_scores_and_writes_its_grid(tiny_dir, tmp_path):
@@ -61,13 +70,7 @@ def test_decodability_script_reports_held_out_accuracies(tiny_dir):
 
 
 def test_held_out_ridge_separates_a_linear_code_and_not_noise():
-    import importlib.util
-
-    import torch
-
-    spec = importlib.util.spec_from_file_location("decodability", PROBE.with_name("decodability.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(PROBE.with_name("decodability.py"))
     g = torch.Generator().manual_seed(0)
     labels = [i % 5 for i in range(100)]
     groups = [str(i // 20) for i in range(100)]
@@ -78,12 +81,9 @@ def test_held_out_ridge_separates_a_linear_code_and_not_noise():
 
 
 def test_single_object_data_is_the_evaluations_own_prompts():
-    import importlib.util
     import random
 
-    spec = importlib.util.spec_from_file_location("probe", PROBE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(PROBE)
     texts, images = mod.scenes(random.Random(0), 32, 40, "single")
     assert images.shape == (40, 3, 32, 32) and -1.0 <= float(images.min()) and float(images.max()) <= 1.0
     prompts = {mod.prompt(c, s) for c in mod.COLORS for s in mod.SHAPES}
@@ -94,7 +94,6 @@ def test_single_object_data_is_the_evaluations_own_prompts():
 
 
 def test_fixed_data_gives_each_caption_one_centred_image_the_detector_reads():
-    import importlib.util
     import random
 
     import numpy as np
@@ -102,9 +101,7 @@ def test_fixed_data_gives_each_caption_one_centred_image_the_detector_reads():
 
     from mingexp.eval.geneval.shapes_detector import ShapesDetector
 
-    spec = importlib.util.spec_from_file_location("probe", PROBE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(PROBE)
     texts, images = mod.scenes(random.Random(0), 32, 120, "fixed")
     by_caption = {}
     for text, image in zip(texts, images):
