@@ -49,7 +49,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from mingexp.data.shapes import COLORS, SHAPES, Scene, ShapeObject, prompt_metadata, render, scene_for, t2i_example
+from mingexp.data.shapes import COLORS, SHAPES, Scene, ShapeObject, _a, prompt_metadata, render, scene_for, t2i_example
 from mingexp.eval.geneval.shapes_detector import ShapesDetector
 from mingexp.evaluate import load_model
 from mingexp.models.unified import Condition
@@ -80,8 +80,8 @@ def scenes(rng: random.Random, size: int, n: int, data: str = "mix") -> tuple[li
 
 
 def prompt(colour: str, shape: str) -> str:
-    """The world's own phrasing of a single-object prompt ("a photo of an orange star")."""
-    return f"a photo of {'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
+    """The world's own phrasing of a single-object prompt ("a photo of an orange star"), its article rule included."""
+    return f"a photo of {_a(f'{colour} {shape}')}"
 
 
 def single_object_accuracy(model, detector: ShapesDetector, path: Path) -> dict[str, float]:
