@@ -2,13 +2,10 @@
 
     python -m mingexp.chat model=exports/toy [out=outputs/chat] [steps=20] [seed=0]
 
-Commands (one per line; anything else is a question about the latest image)::
-
-    generate <prompt>        a new image                  edit <instruction>   edit the latest image
-    load <path>              start from an image file     ask <question>       a question about the latest image
-    undo                     drop the last turn           save [folder]        every image + transcript.json
-    history                  list the turns               help / quit
-Every image is written to ``out`` as soon as it exists, and its path is printed.
+The commands are in :data:`HELP` (``help`` prints them). Every image is written to ``out`` as soon as it
+exists and its path is printed; ``undo`` removes the undone turn's image file again. In a terminal the
+prompt has line editing and history (``readline``: arrow keys move in the line or recall earlier ones);
+from a pipe, lines are read as they come, without a prompt.
 """
 
 from __future__ import annotations
@@ -16,9 +13,9 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, Iterator, TextIO
 
-from mingexp.cli_args import parse
+from mingexp.cli_args import boolean, parse
 
 SPEC = {
     "model": (str, ...),
@@ -29,26 +26,55 @@ SPEC = {
     "device": (str, "cpu"),
     "dtype": (str, None),
     "mllm_path": (str, None),
+    # loader flags: yours to give, never taken from the folder (mingexp.untrusted)
+    "trust_remote_code": (boolean, False),
+    "attn_implementation": (str, "sdpa"),
 }
-HELP = __doc__.split("Commands", 1)[1].split("Every image")[0]
+PROMPT = "mingexp> "
+HELP = """Commands, one per line (anything else is a question about the latest image):
+  generate <prompt>       a new image                  edit <instruction>   edit the latest image
+  load <path>             start from an image file     ask <question>       a question about the latest image
+  undo                    drop the last turn           save [folder]        every image + transcript.json
+  history                 list the turns               help                 this text
+  quit                    save the session and leave (also Ctrl-D)"""
 
 
-def run(session, out: Path, stdin: TextIO, stdout: TextIO) -> None:
-    """The read–eval–print loop (separate from :func:`main` so tests drive it with any streams)."""
+def terminal_lines(prompt: str = PROMPT, read: Callable[[str], str] = input) -> Iterator[str]:
+    """Lines typed at a prompt, with readline's line editing and history when the platform has it."""
+    try:
+        import readline  # noqa: F401  (importing it gives input() line editing and history)
+    except ImportError:
+        pass
+    while True:
+        try:
+            yield read(prompt)
+        except EOFError:
+            print(file=sys.stdout)
+            return
+
+
+def run(session, out: Path, lines: Iterator[str] | TextIO, stdout: TextIO) -> None:
+    """The read–eval–print loop over ``lines`` (separate from :func:`main` so tests drive it with any streams)."""
     from mingexp.pipeline import InputError
 
     def say(text: str) -> None:
         print(text, file=stdout, flush=True)
 
+    def image_file(index: int) -> Path:
+        return out / f"image_{index:03d}.png"
+
     def write_latest() -> None:
-        path = out / f"image_{len(session.images) - 1:03d}.png"
+        path = image_file(len(session.images) - 1)
         session.latest.save(path)
         say(f"image: {path}")
 
     say("mingexp chat — type `help` for commands.")
-    for line in stdin:
+    for line in lines:
         line = line.strip()
         if not line:
+            continue
+        if any(ord(c) < 32 for c in line):  # an escape sequence (arrow keys without line editing), not a question
+            say("error: the line holds control characters (arrow keys?); type the command again, or `help`.")
             continue
         command, _, rest = line.partition(" ")
         command = command.lower()
@@ -70,6 +96,8 @@ def run(session, out: Path, stdin: TextIO, stdout: TextIO) -> None:
                 say(f"answer: {session.ask(rest)}")
             elif command == "undo":
                 turn = session.undo()
+                if turn.image is not None:
+                    image_file(turn.image).unlink(missing_ok=True)
                 say(f"undone: {turn.kind} {turn.text!r}")
             elif command == "save":
                 say(f"saved: {session.save(Path(rest) if rest else out)}")
@@ -85,17 +113,21 @@ def run(session, out: Path, stdin: TextIO, stdout: TextIO) -> None:
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> Path:
+    from mingexp.errors import ConfigError
     from mingexp.pipeline import InputError, MingUniPipeline
 
     args = parse(sys.argv[1:] if argv is None else argv, SPEC, "chat")
     try:
-        pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"])
-    except InputError as e:
+        pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"],
+                                               trust_remote_code=args["trust_remote_code"], attn_implementation=args["attn_implementation"])
+    except (InputError, ConfigError) as e:
         raise SystemExit(f"chat: {e}") from None
     out = Path(args["out"] or f"outputs/chat/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     out.mkdir(parents=True, exist_ok=True)
     defaults = {k: args[k] for k in ("steps", "guidance_scale", "seed") if args[k] is not None}
-    run(pipe.session(**defaults), out, stdin or sys.stdin, stdout or sys.stdout)
+    stdin = stdin or sys.stdin
+    lines = terminal_lines() if stdin is sys.stdin and stdin.isatty() else stdin
+    run(pipe.session(**defaults), out, lines, stdout or sys.stdout)
     return out
 
 

@@ -9,6 +9,11 @@ class ConfigError(ValueError):
     """A value in the configuration cannot work. The message names the key and the fix."""
 
 
+class UnsafeConfigError(ConfigError):
+    """A config read from a folder (an export, a run) asks for something only the user may ask for: a callable
+    that is not one of mingexp's builders, an interpolation, remote code. The message names the key."""
+
+
 def checkpoint_dir(path: str | Path | None, key: str, what: str, must_contain: str = "config.json") -> Path:
     """Resolve a local checkpoint folder or fail with a message naming the config key.
 
@@ -40,3 +45,8 @@ def checkpoint_subdir(path: str | Path | None, subfolder: str | None, key: str, 
     if not subfolder:
         return checkpoint_dir(root, f"{key}.path", what)
     return checkpoint_dir(root / subfolder, f"{key}.path/{key}.subfolder", what)
+
+
+class TrainingDiverged(RuntimeError):
+    """More non-finite losses in a row than ``module.nan_tolerance``: the run stops, no checkpoint is written
+    from the diverged weights, and the process exits non-zero."""

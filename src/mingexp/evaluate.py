@@ -26,21 +26,42 @@ from mingexp.errors import ConfigError
 EVALS = ("geneval", "geneval_shapes", "recon", "edit", "vqa")
 
 
-def run_config(ckpt_path: str | Path) -> DictConfig | None:
-    """The Hydra config of the run that wrote ``ckpt_path`` (``<run>/.hydra/config.yaml``), if it is there."""
-    path = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
-    return OmegaConf.load(path) if path.is_file() else None
+def run_config_path(ckpt_path: str | Path) -> Path:
+    """Where the run that wrote ``ckpt_path`` keeps its Hydra config: ``<run>/.hydra/config.yaml``."""
+    return Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+
+
+def loader_flags(model: DictConfig) -> dict[str, dict[str, Any]]:
+    """The loader flags of the user's own ``model`` config (command line), the only ones a saved config may use."""
+    mllm, connector = model.get("mllm") or {}, model.get("connector") or {}
+    return {
+        "mllm": {"trust_remote_code": bool(mllm.get("trust_remote_code", False)), "attn_implementation": mllm.get("attn_implementation", "sdpa")},
+        "connector": {"attn_implementation": connector.get("attn_implementation", "sdpa")},
+    }
 
 
 def model_config(cfg: DictConfig) -> dict:
-    """The model config of ``cfg.ckpt_path``'s run (``<run>/.hydra/config.yaml``) when present, else ``cfg.model``;
-    resolved against this machine's ``paths`` (the run may have been elsewhere)."""
-    saved = run_config(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    if saved is not None:
-        saved.paths = cfg.paths
-        saved.seed = cfg.get("seed", saved.get("seed", 0))
-        return OmegaConf.to_container(saved.model, resolve=True)
-    return OmegaConf.to_container(cfg.model, resolve=True)
+    """The model config of ``cfg.ckpt_path``'s run (``<run>/.hydra/config.yaml``) when present, else ``cfg.model``.
+
+    A run folder may come from anyone, so its config is read as data (:mod:`mingexp.untrusted`): only
+    mingexp's builders, interpolations only to ``paths`` / ``seed`` / ``model`` keys, resolved against this
+    machine's ``paths``, and the loader flags (``trust_remote_code``, ``attn_implementation``) from ``cfg.model``.
+    """
+    path = run_config_path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if path is None or not path.is_file():
+        return OmegaConf.to_container(cfg.model, resolve=True)
+    from mingexp.untrusted import trusted_model_config
+
+    saved = OmegaConf.load(path)
+    if not isinstance(saved, DictConfig) or not isinstance(saved.get("model"), DictConfig):
+        raise ConfigError(f"{path}: no model section; pass model=... or remove the file.")
+
+    def resolve(model: dict) -> dict:
+        # only the checked model section, beside this machine's paths and seed: nothing else of the file is read
+        here = OmegaConf.create({"model": model, "paths": OmegaConf.to_container(cfg.paths, resolve=False), "seed": cfg.get("seed", 0)})
+        return OmegaConf.to_container(here.model, resolve=True)
+
+    return trusted_model_config(OmegaConf.to_container(saved.model, resolve=False), str(path), loader_flags(cfg.model), resolve)
 
 
 def load_model(cfg: DictConfig, config: dict | None = None):
@@ -96,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             values, examples = evaluation(model, target)
         from mingexp.eval.callbacks import pair_grid
 
-        grid = pair_grid(examples)
+        grid = pair_grid(examples, evaluation.example_labels)
         if grid is not None:
             grid.save(out_dir / f"{name}_examples.png")
         summary_file = target / "summary.json"

@@ -27,10 +27,14 @@ SPEC = {
     "dtype": (str, None),
     "mllm_path": (str, None),
     "compile": (boolean, False),
+    # loader flags: yours to give, never taken from the folder (mingexp.untrusted)
+    "trust_remote_code": (boolean, False),
+    "attn_implementation": (str, "sdpa"),
 }
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
+    from mingexp.errors import ConfigError
     from mingexp.pipeline import InputError, MingUniPipeline
 
     args = parse(sys.argv[1:] if argv is None else argv, SPEC, "generate")
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if not editing and args["prompt"] is None:
         raise SystemExit("generate: give prompt=TEXT (or image=PATH instruction=TEXT for an edit).")
     try:
-        pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"])
+        pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"],
+                                               trust_remote_code=args["trust_remote_code"], attn_implementation=args["attn_implementation"])
         if args["compile"]:
             pipe.compile()
         common = dict(steps=args["steps"], guidance_scale=args["guidance_scale"], seed=args["seed"])
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             images = [pipe.edit(args["image"], args["instruction"], image_guidance_scale=args["image_guidance_scale"], **common)]
         else:
             images = pipe.generate(args["prompt"], num_images=args["num_images"], **common)
-    except InputError as e:
+    except (InputError, ConfigError) as e:
         raise SystemExit(f"generate: {e}") from None
     out = Path(args["out"])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,17 +12,20 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mingexp.errors import ConfigError
+from mingexp.errors import ConfigError, TrainingDiverged
 
 
 def _instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -38,8 +41,10 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError("trainer.max_steps must be positive (training is counted in steps: the data streams are infinite).")
     for key in ("ckpt_path", "init_from"):
         path = cfg.get(key)
+        if key == "ckpt_path" and path == "last":
+            continue  # Lightning's: the newest last.ckpt / interrupted.ckpt of this run's folder, if any (a requeued job)
         if path and not Path(str(path)).is_file():
-            raise ConfigError(f"{key}={path}: no such checkpoint file.")
+            raise ConfigError(f"{key}={path}: no such checkpoint file (ckpt_path=last resumes this run folder's newest checkpoint).")
 
 
 def _init_from(module: L.LightningModule, path: str) -> None:
@@ -53,11 +58,13 @@ def _init_from(module: L.LightningModule, path: str) -> None:
     print(f"[mingexp] init_from {path}: {len(loadable)} tensors loaded, {len(skipped)} skipped{(' e.g. ' + skipped[0]) if skipped else ''}")
 
 
-def _run_name(cfg: DictConfig) -> str | None:
-    if not HydraConfig.initialized():
-        return None
-    overrides = HydraConfig.get().job.override_dirname
-    return f"{cfg.task_name}-{overrides}" if overrides else None
+def _kept(output_dir: Path, prefer: str = "last.ckpt") -> str:
+    """Which checkpoint a stopped run left behind, for the message that ends it."""
+    folder = output_dir / "checkpoints"
+    for name in (prefer, "last.ckpt"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return f"no checkpoint in {folder} (no step was finished)"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -80,21 +87,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = getattr(module, "model", None)
     if hasattr(model, "default_size") and hasattr(datamodule, "set_resolution"):
         datamodule.set_resolution(model.default_size(), model.vae.spatial_factor * model.dit.config.patch_size)
+    if rank_zero_only.rank == 0:
+        # Lightning's own data hooks, run before the trainer exists: a data source matching no shard fails here
+        # with its one-line message and leaves no checkpoint (inside fit it would be a traceback and an
+        # interrupted.ckpt). Lightning calls them again in fit; both return at once the second time.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     if cfg.get("init_from"):
         _init_from(module, cfg.init_from)
     # 3. callbacks, loggers, trainer
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    name = _run_name(cfg)  # a sweep job is named by its overrides in W&B
-    loggers = [
-        instantiate(c, **({"name": name} if name and "Wandb" in str(c.get("_target_")) else {}))
-        for c in (cfg.get("logger") or {}).values()
-        if c is not None and "_target_" in c
-    ]
+    loggers = _instantiate_group(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # 4. fit; a resumed run restores optimizer, scheduler, EMA, step and data position
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"{e} The last checkpoint with finite losses: {_kept(output_dir)}.") from None
+    except SIGTERMException:
+        # SIGTERM (a scheduler's stop or preemption): interrupted.ckpt is written; exit as a terminated process
+        print(f"[mingexp] SIGTERM at step {trainer.global_step}: {_kept(output_dir, 'interrupted.ckpt')}. "
+              f"Resume with ckpt_path=<that file>.", file=sys.stderr, flush=True)
+        raise SIGTERMException(128 + signal.SIGTERM) from None
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     checkpoints = sorted(str(p) for p in (output_dir / "checkpoints").glob("*.ckpt"))

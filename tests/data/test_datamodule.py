@@ -130,8 +130,10 @@ def test_bad_samples_are_skipped_and_counted(tiny_dir, tmp_path):
         for i, sample in enumerate(cases.values()):
             sink.write(good(f"good{i}"))
             sink.write(sample)
-    # a truncated tar: a valid sample, then the file cut in the middle of the next member
+    # a truncated tar: valid samples, then the file cut in the middle of the next member. The sample just
+    # before the cut is dropped with it (which of its members were read cannot be told from the stream).
     with wds.TarWriter(str(folder / "00002.tar")) as sink:
+        sink.write(good("early"))
         sink.write(good("beforecut"))
         sink.write({"__key__": "cut", "jpg": jpg(64, 64), "txt": "y" * 2000})
     with tarfile.open(folder / "00002.tar") as tf:
@@ -148,13 +150,40 @@ def test_bad_samples_are_skipped_and_counted(tiny_dir, tmp_path):
     ], resampled=False, batch_size=1)
     batches = take(dm)
     got = set(keys_of(batches))
-    assert {"g0000000", "good0", "good1", "good2", "good3", "beforecut", "e2"} <= got
-    assert not got & {"bad1", "bad2", "bad3", "bad4", "cut", "e1"}
+    assert {"g0000000", "good0", "good1", "good2", "good3", "early", "e2"} <= got
+    assert not got & {"bad1", "bad2", "bad3", "bad4", "beforecut", "cut", "e1"}
     for reason in cases:
         assert dm.skipped[f"{reason}/web"] == 1, (reason, dict(dm.skipped))
-    assert dm.skipped["truncated_tar/web"] >= 1
+    assert dm.skipped["truncated_tar/web"] == 1  # one broken shard, counted once
     assert dm.skipped["empty_instruction/ed"] == 1
     assert dm.state_dict()["skipped"] == dict(dm.skipped)
+
+
+@pytest.mark.parametrize("cut", ["header of the last member", "between two samples"])
+def test_a_tar_cut_at_a_block_boundary_is_counted_as_truncated(tiny_dir, tmp_path, cut):
+    """tarfile reads a tar cut on a 512-byte boundary without an error: the cut is still found and counted,
+    and the unfinished last sample is dropped instead of being parsed as a sample without a caption."""
+    folder = tmp_path / "t2i"
+    write_shards(folder, 3, 2, "s")
+    with tarfile.open(folder / "00001.tar") as tf:
+        members = {m.name: m for m in tf.getmembers()}
+    last = members["s0010002.txt" if cut.startswith("header") else "s0010002.jpg"]
+    assert last.offset % 512 == 0
+    data = (folder / "00001.tar").read_bytes()
+    (folder / "00001.tar").write_bytes(data[: last.offset])
+    dm = datamodule(tiny_dir, [{"urls": str(folder / "*.tar"), "task": "t2i", "name": "web"}], resampled=False, batch_size=1)
+    got = sorted(keys_of(take(dm)))
+    # cut before s0010002.txt: s0010002 is unfinished and dropped; cut before s0010002's first member: the
+    # shard's last sample (s0010001) may have had more members, so it is dropped too
+    kept_of_cut_shard = ["s0010000", "s0010001"] if cut.startswith("header") else ["s0010000"]
+    assert got == ["s0000000", "s0000001", "s0000002", *kept_of_cut_shard]
+    assert dict(dm.skipped) == {"truncated_tar/web": 1}
+
+
+def test_whole_tars_count_nothing(tiny_dir, tmp_path):
+    written = write_shards(tmp_path / "a", 5, 3, "a")
+    dm = datamodule(tiny_dir, [{"urls": str(tmp_path / "a" / "*.tar"), "task": "t2i", "name": "a"}], resampled=False, batch_size=1)
+    assert sorted(keys_of(take(dm))) == sorted(written) and not dm.skipped
 
 
 def test_reads_img2dataset_output_unchanged(tiny_dir, tmp_path):

@@ -84,6 +84,20 @@ def test_at_most_sixteen_per_class_and_sorted_by_score():
     assert len(kept) == 16 and kept[0].score == pytest.approx(0.50) and all(a.score >= b.score for a, b in zip(kept, kept[1:]))
 
 
+def test_tied_scores_are_ordered_as_the_official_argsort():
+    """The official script ranks with ``np.argsort(scores)[::-1]``: tied detections in reverse detector order."""
+    reds = [det("circle", 1.0, (i * 10, 0, i * 10 + 5, 5), colour) for i, colour in enumerate(["red", "blue", "green"])]
+    kept = filter_detections(reds, "colors")["circle"]
+    official = [reds[i] for i in np.argsort(np.array([d.score for d in reds], dtype=np.float32))[::-1]]
+    assert kept == official and [d.colour for d in kept] == ["green", "blue", "red"]
+    # which tied object is "the top one" decides the colour check: here the last one detected
+    prompt = {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "green"}], "prompt": "a photo of a green circle"}
+    assert evaluate_image(None, reds, prompt, colours)["correct"]
+    assert not evaluate_image(None, reds, {**prompt, "include": [{"class": "circle", "count": 1, "color": "red"}]}, colours)["correct"]
+    # the thresholds compare float32 scores, as the official float32 score column does
+    assert filter_detections([det("circle", 0.3000000001, (0, 0, 5, 5))], "colors") == {}
+
+
 def test_boxes_from_masks_use_the_plus_one_convention():
     mask = np.zeros((10, 10), bool)
     mask[2:5, 3:7] = True  # rows 2..4, columns 3..6

@@ -48,6 +48,7 @@ EVAL_SMALL = [
     "callbacks.evaluation.evals.vqa.n=2",
     "callbacks.evaluation.evals.vqa.max_new_tokens=4",
     "callbacks.evaluation.final_overrides={geneval_shapes: {n_prompts: 6, images_per_prompt: 2}, recon: {n: 3}}",
+    "callbacks.evaluation.full_suite_min_steps=0",  # these runs are a few steps long: apply final_overrides anyway
 ]
 
 

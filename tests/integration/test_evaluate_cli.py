@@ -90,3 +90,51 @@ def test_toy_conditioning_probe_scores_a_run_checkpoint(tiny_dir, checkpoint, tm
     assert set(values) == {"spread", "cspread", "colour", "shape", "both", "one"}
     assert 0 < float(values["cspread"]) <= float(values["spread"]) and all(0 <= float(values[k]) <= 1 for k in ("colour", "shape", "both", "one"))
     assert (tmp_path / "ck_checkpoint.png").is_file()
+
+
+def malicious_run(checkpoint: Path, folder: Path, edit) -> Path:
+    """A copy of a real run folder whose .hydra/config.yaml was edited by ``edit(model_section, folder)``."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    shutil.copytree(checkpoint.parent.parent, folder)
+    saved = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    model = OmegaConf.to_container(saved.model, resolve=False)
+    edit(model, folder)
+    saved.model = model
+    OmegaConf.save(saved, folder / ".hydra" / "config.yaml")
+    return folder / "checkpoints" / checkpoint.name
+
+
+RUN_ATTACKS = {
+    "torch.load": (lambda m, f: m.update(dit={"_target_": "torch.load", "f": f"{f}/payload.pt", "weights_only": False}),
+                   r"config.yaml: model.dit._target_='torch.load' is refused"),
+    "os.system": (lambda m, f: m["flow"].update(_target_="os.system", command=f"touch {f}/marker"), r"model.flow._target_='os.system'"),
+    "builtins.open": (lambda m, f: m.update(vae={"_target_": "builtins.open", "file": f"{f}/marker", "mode": "w"}), r"model.vae._target_='builtins.open'"),
+    "trust_remote_code": (lambda m, f: m["mllm"].update(trust_remote_code=True), r"model.mllm.trust_remote_code=true is refused"),
+    "oc.env": (lambda m, f: m["mllm"].update(path="${oc.env:HOME}/mllm"), r"model.mllm.path=.*refused"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(RUN_ATTACKS))
+def test_a_malicious_run_config_is_refused_by_evaluate_and_export(tiny_dir, world, checkpoint, tmp_path, attack):
+    import torch
+
+    from mingexp.export import export
+    from tests.integration.test_pipeline import Payload
+
+    edit, refused = RUN_ATTACKS[attack]
+    ckpt = malicious_run(checkpoint, tmp_path / "run", edit)
+    torch.save({"weights": Payload(tmp_path / "run" / "marker")}, tmp_path / "run" / "payload.pt")
+    with pytest.raises(ConfigError, match=refused):
+        evaluate(compose_eval(tiny_dir, world, tmp_path / "eval", f"ckpt_path={ckpt}", "+eval=recon", "eval.n=1"))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("export", overrides=[f"ckpt_path={ckpt}", f"out={tmp_path / 'export'}", f"paths.toy_dir={tiny_dir}"])
+    with pytest.raises(ConfigError, match=refused):
+        export(cfg)
+    assert not (tmp_path / "run" / "marker").exists() and not (tmp_path / "export" / "mingexp_pipeline.json").exists()
+    if attack == "trust_remote_code":  # given on the user's own command line, it is accepted
+        result = evaluate(compose_eval(tiny_dir, world, tmp_path / "eval", f"ckpt_path={ckpt}", "+eval=recon", "eval.n=1", "eval.steps=1",
+                                       "model.mllm.trust_remote_code=true"))
+        assert result["psnr"] > 0

@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from mingexp.errors import ConfigError
 from mingexp.export import export
 from mingexp.pipeline import InputError, MingUniPipeline
 from mingexp.train import train
@@ -127,6 +128,70 @@ def test_incomplete_or_foreign_export_folders_are_refused(exported, tmp_path):
         MingUniPipeline.from_pretrained(tmp_path)
 
 
+class Payload:
+    """A pickle that, when loaded with ``torch.load(weights_only=False)``, creates ``marker``: the attack."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def malicious_copy(exported_folder: Path, folder: Path, edit) -> Path:
+    """A copy of a real export whose mingexp_pipeline.json has been edited by ``edit(index, folder)``."""
+    import shutil
+
+    shutil.copytree(exported_folder, folder)
+    index = json.loads((folder / "mingexp_pipeline.json").read_text())
+    edit(index["model"], folder)
+    (folder / "mingexp_pipeline.json").write_text(json.dumps(index))
+    return folder
+
+
+ATTACKS = {
+    # the reported one: a pickle shipped in the folder, loaded through an interpolation into the folder
+    "torch.load": (lambda m, f: m.update(dit={"_target_": "torch.load", "f": "${dit.path}/payload.pt", "weights_only": False}),
+                   r"model.dit._target_='torch.load' is refused"),
+    "os.system": (lambda m, f: m.update(flow={"_target_": "os.system", "command": f"touch {f / 'marker'}"}), r"model.flow._target_='os.system'"),
+    "builtins.open": (lambda m, f: m["sampler"].update(log={"_target_": "builtins.open", "file": str(f / "marker"), "mode": "w"}),
+                      r"model.sampler.log._target_='builtins.open'"),
+    "trust_remote_code": (lambda m, f: m["mllm"].update(trust_remote_code=True), r"model.mllm.trust_remote_code=true is refused"),
+    "oc.env": (lambda m, f: m["mllm"].update(path="${oc.env:HOME}"), r"model.mllm.path=.*interpolations allowed"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_a_malicious_export_folder_is_refused_and_runs_nothing(exported, tmp_path, attack):
+    edit, refused = ATTACKS[attack]
+    folder = malicious_copy(exported[1], tmp_path / "evil", edit)
+    torch.save({"weights": Payload(folder / "marker")}, folder / "payload.pt")
+    if attack == "torch.load":  # the payload is live: loading it unsafely runs it
+        torch.load(folder / "payload.pt", weights_only=False)
+        assert (folder / "marker").is_file()
+        (folder / "marker").unlink()
+    with pytest.raises(ConfigError, match=refused):
+        MingUniPipeline.from_pretrained(folder)
+    from mingexp.generate import main
+
+    with pytest.raises(SystemExit, match=refused):  # python -m mingexp.generate model=<folder> ...
+        main([f"model={folder}", "prompt=a photo of a red circle", f"out={tmp_path / 'x.png'}", "steps=2"])
+    assert not (folder / "marker").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_remote_code_is_the_callers_to_allow(exported, tmp_path):
+    folder = malicious_copy(exported[1], tmp_path / "asks", ATTACKS["trust_remote_code"][0])
+    pipe = MingUniPipeline.from_pretrained(folder, trust_remote_code=True)
+    assert pipe.config["mllm"]["trust_remote_code"] is True
+
+
+def test_the_export_references_the_mllm_by_an_absolute_path(exported, tmp_path, monkeypatch):
+    index = json.loads((exported[1] / "mingexp_pipeline.json").read_text())
+    assert Path(index["model"]["mllm"]["path"]).is_absolute() and Path(index["mllm_source"]).is_dir()
+    monkeypatch.chdir(tmp_path)  # loads from any working directory
+    assert MingUniPipeline.from_pretrained(exported[1]).generate("a photo of a red circle", **FAST)[0].mode == "RGB"
+
+
 def test_generate_cli_writes_images(exported, tmp_path, capsys):
     from mingexp.generate import main
 
@@ -143,15 +208,60 @@ def test_generate_cli_writes_images(exported, tmp_path, capsys):
 def test_chat_cli_through_standard_input(exported, tmp_path):
     from mingexp.chat import main
 
-    script = "edit make it blue\ngenerate a photo of a red circle\nedit make it blue\nundo\nwhat colour is it?\nhistory\nsave\nquit\n"
+    script = "help\nedit make it blue\ngenerate a photo of a red circle\nedit make it blue\nundo\nwhat colour is it?\n\x1b[A\nhistory\nsave\nquit\n"
     out = io.StringIO()
     folder = main([f"model={exported[1]}", f"out={tmp_path / 'chat'}", "steps=2"], stdin=io.StringIO(script), stdout=out)
     text = out.getvalue()
+    assert "\nCommands, one per line (anything else is a question about the latest image):\n  generate <prompt>" in text
     assert "error: no image yet" in text  # the first edit fails cleanly, the session goes on
     assert f"image: {folder / 'image_000.png'}" in text and f"image: {folder / 'image_001.png'}" in text
     assert "answer:" in text and "undone: edit 'make it blue'" in text
+    assert not (folder / "image_001.png").exists()  # the undone turn's image is gone from disk too
+    assert text.count("answer:") == 1 and "control characters" in text  # an arrow key is not a question
     transcript = json.loads((folder / "transcript.json").read_text())["turns"]
     assert [t["kind"] for t in transcript] == ["generate", "ask"]
+    assert sorted(p.name for p in folder.glob("*.png")) == ["image_000.png"]
+
+
+def test_chat_in_a_terminal_has_a_prompt_and_line_editing(exported, tmp_path):
+    """In a real terminal (a pty): the prompt shows, and the up arrow recalls the last line (readline)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "mingexp.chat", f"model={exported[1]}", f"out={tmp_path / 'chat'}", "steps=2"],
+                            stdin=follower, stdout=follower, stderr=subprocess.DEVNULL, close_fds=True)
+    os.close(follower)
+    seen = b""
+
+    def read_until(token: bytes, count: int = 1, limit: float = 120) -> None:
+        nonlocal seen
+        end = time.monotonic() + limit
+        while seen.count(token) < count and time.monotonic() < end:
+            if select.select([leader], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:
+                    break
+        assert seen.count(token) >= count, seen[-2000:]
+
+    try:
+        read_until(b"mingexp> ")
+        os.write(leader, b"help\r")
+        read_until(b"Commands, one per line")
+        os.write(leader, b"\x1b[A\r")  # up arrow, enter: the last line again
+        read_until(b"Commands, one per line", count=2)
+        os.write(leader, b"quit\r")
+        read_until(b"session saved")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        os.close(leader)
+    assert b"answer:" not in seen and b"session saved" in seen
 
 
 @pytest.mark.slow

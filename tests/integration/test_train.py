@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,7 @@ import pytest
 import torch
 from hydra.errors import InstantiationException, MissingConfigException
 
-from mingexp.errors import ConfigError
+from mingexp.errors import ConfigError, TrainingDiverged
 from mingexp.train import train
 from tests.integration.conftest import FAST, compose_train
 
@@ -31,6 +34,52 @@ class StopAt:
                     trainer.should_stop = True
 
         return _StopAt()
+
+
+class Poison:
+    """A callback that makes the DiT diverge (one weight set to inf) before step ``at_step``, as a too-high lr would."""
+
+    def __new__(cls, at_step: int):
+        import lightning as L
+
+        class _Poison(L.Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if trainer.global_step == at_step:
+                    with torch.no_grad():
+                        next(module.model.dit.parameters()).fill_(float("inf"))
+
+        return _Poison()
+
+
+class Marker:
+    """A callback that writes ``path`` once training reaches ``step`` (for tests that signal a running process)."""
+
+    def __new__(cls, path: str, step: int):
+        import lightning as L
+
+        class _Marker(L.Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step >= step and not Path(path).exists():
+                    Path(path).write_text(str(trainer.global_step))
+
+        return _Marker()
+
+
+class LastCheckpointProbe:
+    """An evaluation that reports the step of the ``last.ckpt`` on disk when it runs (0: none yet)."""
+
+    name = "probe"
+    example_labels = ()
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def work(self) -> int:
+        return 1
+
+    def __call__(self, model, out_dir=None):
+        step = torch.load(self.path, map_location="cpu", weights_only=True)["global_step"] if self.path.is_file() else 0
+        return {"last_ckpt_step": float(step)}, []
 
 
 def with_callback(cfg, name: str, target: dict):
@@ -163,10 +212,36 @@ def test_nan_losses_are_skipped_then_stop_the_run(tiny_dir, world, tmp_path):
 
     module.model.forward = forward_with_nan
     trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(NaNData(), batch_size=None))
+    with pytest.raises(TrainingDiverged, match=r"3 non-finite losses in a row \(module.nan_tolerance=2\)"):
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(NaNData(), batch_size=None))
     assert module.nonfinite_total == 3  # two tolerated, the third stops the run
-    assert trainer.global_step == 3 < 10  # Lightning counts the skipped steps; the run ended early
+    assert trainer.global_step == 2 < 10  # Lightning counts the two skipped steps; the third raised
     assert all(torch.equal(a, b) for a, b in zip(params_before, module.model.dit.parameters()))  # no update applied
+
+
+def test_a_diverged_run_exits_non_zero_and_keeps_its_last_finite_checkpoint(tiny_dir, world, tmp_path):
+    """Losses go non-finite from step 4 on: the run stops with an error, last.ckpt stays the step-3 one."""
+    fast = [o for o in FAST if not o.startswith("callbacks.samples.prompts")]
+    common = [f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.root_dir={tmp_path}", *fast, "callbacks.samples=null"]
+    proc = run_cli([*common, "trainer.max_steps=8", "module.nan_tolerance=2", "hydra.run.dir=diverged",
+                    f"+callbacks.poison._target_={__name__}.Poison", "+callbacks.poison.at_step=3"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "3 non-finite losses in a row (module.nan_tolerance=2)" in proc.stderr and "last.ckpt" in proc.stderr
+    folder = tmp_path / "diverged" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]  # nothing written from the diverged weights
+    kept = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert kept["global_step"] == 3 and all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
+    # the weights are those of step 3: the same as a clean run of 3 steps
+    clean = tmp_path / "clean"
+    train(compose_train(tiny_dir, world, clean, "trainer.max_steps=3", "callbacks.samples=null"))
+    reference = torch.load(clean / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert kept["state_dict"].keys() == reference.keys()
+    assert all(torch.equal(kept["state_dict"][k], reference[k]) for k in reference)
+    # the CSV shows the skipped steps as non-finite, not as the last finite step's numbers again
+    rows = metrics(tmp_path / "diverged")
+    loss, flow, grad = column(rows, "train/loss_step"), column(rows, "train/flow"), column(rows, "train/grad_norm")
+    assert all(math.isfinite(loss[s]) for s in (0, 1, 2)) and all(math.isnan(loss[s]) and math.isnan(flow[s]) for s in (3, 4))
+    assert all(math.isnan(grad[s]) for s in (3, 4)) and math.isfinite(grad[2])
 
 
 def test_keyboard_interrupt_saves_a_checkpoint(tiny_dir, world, tmp_path):
@@ -205,8 +280,10 @@ def test_bad_values_fail_before_the_first_step(tiny_dir, world, tmp_path, overri
 
 def test_data_source_without_files_fails_before_the_first_step(tiny_dir, world, tmp_path):
     cfg = compose_train(tiny_dir, world, tmp_path, f"data.sources=[{{urls: '{tmp_path}/none/*.tar', task: t2i}}]")
-    with pytest.raises(ConfigError, match=r"matches no file"):
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].urls: the pattern .*none/\*.tar.* matches no file") as raised:
         train(cfg)
+    assert not (tmp_path / "checkpoints").exists()  # found before the trainer started: no step-0 interrupted.ckpt
+    assert all(frame.name != "fit" for frame in __import__("traceback").extract_tb(raised.tb))  # not from inside fit
 
 
 def test_unknown_experiment_lists_the_available_ones(tiny_dir, world, tmp_path):
@@ -232,8 +309,12 @@ def test_sweep_command_composes_all_twelve_jobs(tiny_dir, world, tmp_path):
 
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([sys.executable, "-m", "mingexp.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "mingexp.train", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a training subprocess; the test callbacks above import from the repository root."""
+    return {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": str(REPO)}
 
 
 def test_multirun_two_jobs_each_in_its_own_folder(tiny_dir, world, tmp_path):
@@ -254,6 +335,137 @@ def test_wandb_offline_run_lands_on_disk(tiny_dir, world, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "ms_align" / "runs").glob("*/wandb/offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline W&B run file (``run-<id>.wandb``): W&B's LevelDB-style log of protobuf records."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, records, chunks = path.read_bytes(), 32768, [], b""
+    assert data[:4] == b":W&B"
+    pos = 7  # file header: ident, magic, version
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a record header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunks += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            records.append(record)
+            chunks = b""
+    return records
+
+
+def test_a_local_sweep_logs_one_wandb_run_per_job(tiny_dir, world, tmp_path):
+    # the toy preset itself (not shrunk: its overrides would make every name long), two steps per job
+    fast = [o for o in FAST if o != "logger=csv" and not o.startswith(("callbacks.samples.prompts", "model."))]
+    args = ["-m", f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.root_dir={tmp_path}", *fast,
+            "trainer.max_steps=2", "callbacks.samples=null", "+experiment=no_align", "model.queries.scales=[2,4]", "seed=0,1,2"]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wandb run already in progress" not in proc.stderr
+    jobs = sorted((tmp_path / "outputs" / "no_align" / "multiruns").glob("*/[0-9]"))
+    assert [j.name for j in jobs] == ["0", "1", "2"]
+    runs = []
+    for job in jobs:
+        (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")  # each job has its own run, on disk
+        (run,) = [r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
+        exits = [r.exit.exit_code for r in wandb_records(run_file) if r.WhichOneof("record_type") == "exit"]
+        runs.append((run.run_id, run.display_name, run.run_group))
+        assert exits == [0]  # finished at the job's end
+        # named by what the job changed (where and how it ran is left out)
+        assert run.display_name == f"no_align-data.batch_size=4,data.epoch_batches=4,model.queries.scales=[2,4],seed={job.name}"
+    assert len({r[0] for r in runs}) == len({r[1] for r in runs}) == 3
+    assert len({r[2] for r in runs}) == 1 and runs[0][2] == f"no_align-{jobs[0].parent.name}"  # grouped by the sweep
+
+
+def sigterm_when(args: list[str], cwd: Path, ready, limit: float = 240.0) -> tuple[int, float, str]:
+    """Start a training process, send SIGTERM once ``ready(output so far)`` holds; returns its exit code, the
+    seconds it took to exit after the signal, and its output."""
+    import signal
+    import threading
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mingexp.train", *args], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    start = time.monotonic()
+    while not ready("".join(lines)):
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        assert time.monotonic() - start < limit, "".join(lines)[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code = proc.wait(timeout=60)
+    waited = time.monotonic() - sent
+    reader.join(timeout=10)
+    return code, waited, "".join(lines)
+
+
+def test_sigterm_during_training_checkpoints_and_exits_promptly(tiny_dir, world, tmp_path):
+    fast = [o for o in FAST if not o.startswith("callbacks.samples.prompts")]
+    marker = tmp_path / "step2"
+    args = [f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.root_dir={tmp_path}", *fast, "callbacks.samples=null",
+            "trainer.max_steps=100000", "callbacks.last.every_n_train_steps=100000", "data.num_workers=1", "hydra.run.dir=run",
+            f"+callbacks.marker._target_={__name__}.Marker", f"+callbacks.marker.path={marker}", "+callbacks.marker.step=2"]
+    code, waited, output = sigterm_when(args, tmp_path, lambda _: marker.is_file())
+    assert code == 143 and waited < 15, (code, waited, output[-2000:])
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "interrupted.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] >= 2 and "SIGTERM at step" in output and "interrupted.ckpt" in output
+    # the same command again with ckpt_path=last (what a requeued job does) continues from there
+    step = ckpt["global_step"]
+    train(compose_train(tiny_dir, world, tmp_path / "run", "callbacks.samples=null", "ckpt_path=last", f"trainer.max_steps={step + 2}"))
+    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == step + 2 and resumed["WebDataModule"]["samples_seen"] == 4 * (step + 2)
+
+
+def test_sigterm_during_the_end_of_run_evaluation_checkpoints_and_exits_promptly(tiny_dir, world, tmp_path):
+    from tests.integration.conftest import EVAL_SMALL
+
+    fast = [o for o in FAST if not o.startswith(("callbacks.samples.prompts", "callbacks.evaluation", "callbacks.best"))]
+    evals = [o for o in EVAL_SMALL if not o.startswith(("callbacks.evaluation.every_n_steps", "callbacks.best", "callbacks.evaluation.final",
+                                                        "callbacks.evaluation.evals.geneval_shapes.steps"))]
+    # the full final suite, minutes long: GenEval-Shapes' 299 prompts × 4 images × 20 sampler steps, then the rest
+    args = [f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.root_dir={tmp_path}", *fast, *evals, "callbacks.samples=null",
+            "trainer.max_steps=2", "callbacks.evaluation.every_n_steps=0", "callbacks.evaluation.full_suite_min_steps=0",
+            "callbacks.evaluation.evals.geneval_shapes.steps=20", "callbacks.best.monitor=train/loss_epoch", "callbacks.best.mode=min",
+            "hydra.run.dir=run"]
+    code, waited, output = sigterm_when(args, tmp_path, lambda out: "end-of-run evaluation" in out)
+    assert code == 143 and waited < 15, (code, waited, output[-2000:])
+    folder = tmp_path / "run" / "checkpoints"
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2  # written before evaluating
+    assert torch.load(folder / "interrupted.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
+    assert not (tmp_path / "run" / "eval" / "final.json").exists()
+
+
+def test_a_short_run_is_evaluated_on_the_subsets_after_writing_last_ckpt(tiny_dir, world, tmp_path, capsys):
+    from tests.integration.conftest import EVAL_SMALL
+
+    probe = {"_target_": f"{__name__}.LastCheckpointProbe", "path": str(tmp_path / "checkpoints" / "last.ckpt")}
+    base = [o for o in FAST if not o.startswith(("callbacks.evaluation", "callbacks.best"))]
+    cfg = compose_train(tiny_dir, world, tmp_path, *base, *EVAL_SMALL, "trainer.max_steps=5", "callbacks.evaluation.full_suite_min_steps=500",
+                        "callbacks.evaluation.evals.vqa=null", "callbacks.evaluation.evals.edit=null", fast=False)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.callbacks.evaluation.evals["probe"] = probe
+    train(cfg)
+    out = capsys.readouterr().out
+    # announced: which suite, its size, the expected time (from the step-4 evaluation) and how to skip it
+    assert re.search(r"end-of-run evaluation on the in-training subsets \(the run trained 5 < callbacks.evaluation.full_suite_min_steps=500 "
+                     r"steps.*geneval_shapes 6, recon 2, probe 1 images / answers; about [0-9.]+ min at the last evaluation's pace.*"
+                     r"callbacks.evaluation.at_end=false", out), out[-2000:]
+    final = json.loads((tmp_path / "eval" / "final.json").read_text())
+    assert final["eval/probe/last_ckpt_step"] == 5  # last.ckpt of the final step was on disk before the evaluation ran
 
 
 def test_two_process_distributed_run(tiny_dir, world, tmp_path):

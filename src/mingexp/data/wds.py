@@ -4,7 +4,9 @@ Per source (``{urls, task, weight}``)::
 
     1. shards      ResampledShards (infinite, seeded per rank/worker/resume) or, for one finite pass,
                    SimpleShardList → split_by_node → split_by_worker (no shard read twice)
-    2. tar → raw   tarfile_to_samples; a truncated / unreadable tar is counted and skipped
+    2. tar → raw   open → members → samples (webdataset's url_opener, tar_file_expander, group_by_keys);
+                   a truncated / unreadable tar is counted (``truncated_tar``) and its unfinished last
+                   sample dropped (:mod:`mingexp.data.tar_end`), never parsed as a sample missing a part
     3. shuffle     a sample buffer (SAMPLE_SHUFFLE_BUFFER, seeded)
     4. parse       decode to RGB with a pixel cap, apply the task schema (tasks.py); bad samples are
                    counted per reason and source, never fatal
@@ -19,6 +21,7 @@ Then, across sources, in every worker::
 
 from __future__ import annotations
 
+import functools
 import glob
 import random
 import re
@@ -34,6 +37,7 @@ from braceexpand import braceexpand
 from PIL import Image
 
 from mingexp.data.batch import Batch
+from mingexp.data.tar_end import TarEndCheck
 from mingexp.data.tasks import DEFAULT_MAX_PIXELS, SkipSample, TaskParser, TaskSample
 from mingexp.errors import ConfigError
 
@@ -124,8 +128,15 @@ def source_samples(
     else:
         # 1'. one pass: every shard read by exactly one (node, worker)
         stages = [wds.SimpleShardList(list(spec.urls)), wds.split_by_node, wds.split_by_worker]
-    # 2. tar members grouped into samples; broken tars are counted, then skipped
-    stages.append(wds.tarfile_to_samples(handler=counter.tar_handler(spec.name)))
+    # 2. shard → tar members → samples; broken or cut tars are counted, their unfinished last sample dropped
+    handler, check = counter.tar_handler(spec.name), TarEndCheck(counter, spec.name)
+    stages += [
+        functools.partial(wds.tariterators.url_opener, handler=handler),
+        check.watch,
+        functools.partial(wds.tariterators.tar_file_expander, handler=check.handler),
+        check.members,
+        functools.partial(wds.tariterators.group_by_keys, handler=handler),
+    ]
     # 3. sample shuffle buffer
     if shuffle:
         stages.append(wds.shuffle(SAMPLE_SHUFFLE_BUFFER, initial=SAMPLE_SHUFFLE_INITIAL, rng=random.Random(seed)))

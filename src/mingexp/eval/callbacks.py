@@ -13,48 +13,74 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import torch
 from PIL import Image, ImageDraw
 
 from mingexp.lit.callbacks import log_image
+from mingexp.lit.signals import stop_on_sigterm
 
 
-def pair_grid(pairs: list, cell: int = 96, columns: int = 8) -> Image.Image | None:
-    """A grid of examples: (image, bool) → a green/red frame; (before, after) → side by side."""
-    if not pairs:
+def pair_grid(examples: list, labels: Sequence[str] = (), cell: int = 96, columns: int = 8) -> Image.Image | None:
+    """A grid of an evaluation's examples, one tile per example.
+
+    An example is ``(image, bool)`` (a GenEval image framed green / red) or a tuple of images shown side by
+    side (``(input, reconstruction)``, ``(source, target, output)``), each in its own bordered cell; ``labels``
+    names those cells in a header row above every column of tiles.
+    """
+    if not examples:
         return None
     tiles = []
-    for a, b in pairs:
-        if isinstance(b, Image.Image):
-            tile = Image.new("RGB", (2 * cell, cell), "white")
-            tile.paste(a.resize((cell, cell), Image.NEAREST), (0, 0))
-            tile.paste(b.resize((cell, cell), Image.NEAREST), (cell, 0))
+    for example in examples:
+        images = [x for x in example if isinstance(x, Image.Image)]
+        if len(images) == len(example):
+            tile = Image.new("RGB", (len(images) * cell, cell), "white")
+            draw = ImageDraw.Draw(tile)
+            for k, im in enumerate(images):
+                tile.paste(im.resize((cell - 4, cell - 4), Image.NEAREST), (k * cell + 2, 2))
+                draw.rectangle([k * cell, 0, (k + 1) * cell - 1, cell - 1], outline=(128, 128, 128), width=1)
         else:
+            image, ok = example
             tile = Image.new("RGB", (cell, cell), "white")
-            tile.paste(a.resize((cell - 4, cell - 4), Image.NEAREST), (2, 2))
-            ImageDraw.Draw(tile).rectangle([0, 0, cell - 1, cell - 1], outline="green" if b else "red", width=2)
+            tile.paste(image.resize((cell - 4, cell - 4), Image.NEAREST), (2, 2))
+            ImageDraw.Draw(tile).rectangle([0, 0, cell - 1, cell - 1], outline="green" if ok else "red", width=2)
         tiles.append(tile)
     w, h = tiles[0].size
     cols = min(columns, len(tiles))
-    canvas = Image.new("RGB", (cols * w, ((len(tiles) + cols - 1) // cols) * h), "white")
+    header = 14 if labels else 0
+    gap = 4 if labels else 0  # between tiles, so each example's cells read as one group
+    canvas = Image.new("RGB", (cols * (w + gap), header + ((len(tiles) + cols - 1) // cols) * (h + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c in range(cols):
+        for k, label in enumerate(labels):
+            draw.text((c * (w + gap) + k * cell + 3, 1), str(label)[: cell // 6], fill="black")
     for i, t in enumerate(tiles):
-        canvas.paste(t, ((i % cols) * w, (i // cols) * h))
+        canvas.paste(t, ((i % cols) * (w + gap), header + (i // cols) * (h + gap)))
     return canvas
 
 
 class EvaluationCallback(L.Callback):
-    """Runs ``evals`` ({name: evaluation}) every ``every_n_steps`` (0 = only at the end) and at the end."""
+    """Runs ``evals`` ({name: evaluation}) every ``every_n_steps`` (0 = only at the end) and at the end.
+
+    The end-of-run suite is the in-training one with ``final_overrides`` applied (the whole GenEval-Shapes
+    suite, more held-out samples) once the run has trained ``full_suite_min_steps`` steps; a shorter run (a
+    smoke test) is evaluated on the in-training subsets, so that its evaluation stays in proportion. Before it
+    starts, the suite is announced with its size, its expected time (from the last in-training evaluation's
+    pace) and how to skip it; ``last.ckpt`` is already on disk by then (mingexp.lit.checkpoint). A SIGTERM
+    stops any evaluation within a second (mingexp.lit.signals).
+    """
 
     def __init__(self, evals: Mapping[str, Any], dirpath: str, every_n_steps: int = 0, at_end: bool = True,
-                 final_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 final_overrides: Mapping[str, Mapping[str, Any]] | None = None, full_suite_min_steps: int = 0) -> None:
         self.evals = {k: v for k, v in dict(evals).items() if v is not None}
         self.dirpath, self.every_n_steps, self.at_end = Path(dirpath), int(every_n_steps), bool(at_end)
         self.final_overrides = {k: dict(v) for k, v in dict(final_overrides or {}).items()}
+        self.full_suite_min_steps = int(full_suite_min_steps)
         self.history: list[dict] = []
         self.seconds = 0.0
+        self.pace: dict[str, float] = {}  # seconds per unit of work (image or answer) of each evaluation, last measured
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, module, tag: str) -> dict[str, float]:
@@ -64,11 +90,13 @@ class EvaluationCallback(L.Callback):
         model.eval()
         start, values = time.perf_counter(), {}
         # Every rank evaluates the same prompts (cheap at toy scale, keeps ranks in step); rank 0 writes.
-        with module.sampling_weights():
+        with module.sampling_weights(), stop_on_sigterm(trainer):
             for name, evaluation in self.evals.items():
+                began = time.perf_counter()
                 result, examples = evaluation(model, None)
+                self.pace[name] = (time.perf_counter() - began) / max(1, evaluation.work())
                 values.update({f"eval/{name}/{key}": float(value) for key, value in result.items()})
-                image = pair_grid(examples)
+                image = pair_grid(examples, evaluation.example_labels)
                 if image is not None and trainer.is_global_zero:
                     self.dirpath.mkdir(parents=True, exist_ok=True)
                     image.save(self.dirpath / f"{name}_{tag}.png")
@@ -95,9 +123,11 @@ class EvaluationCallback(L.Callback):
             trainer.callback_metrics[key] = torch.tensor(value)
         self._log(trainer, values)
 
-    def on_train_end(self, trainer, module) -> None:
-        if not self.at_end:
-            return
+    def _final_suite(self, trainer: L.Trainer) -> str:
+        """Apply ``final_overrides`` when the run is long enough; returns which suite runs."""
+        if trainer.global_step < self.full_suite_min_steps:
+            return (f"the in-training subsets (the run trained {trainer.global_step} < callbacks.evaluation.full_suite_min_steps="
+                    f"{self.full_suite_min_steps} steps; set it to 0 for the full suite)")
         for name, overrides in self.final_overrides.items():
             if name not in self.evals:
                 continue
@@ -105,6 +135,24 @@ class EvaluationCallback(L.Callback):
                 setattr(self.evals[name], key, value)
             if hasattr(self.evals[name], "_samples"):
                 self.evals[name]._samples = None  # sizes changed: reload
+        return "the full suites (callbacks.evaluation.final_overrides)"
+
+    def _announce(self, trainer: L.Trainer, suite: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        work = {name: evaluation.work() for name, evaluation in self.evals.items()}
+        sizes = ", ".join(f"{name} {n}" for name, n in work.items())
+        if all(name in self.pace for name in work):
+            expected = f"about {sum(self.pace[n] * w for n, w in work.items()) / 60:.1f} min at the last evaluation's pace"
+        else:
+            expected = "time not known yet (no evaluation ran during training)"
+        print(f"[mingexp] end-of-run evaluation on {suite}: {sizes} images / answers; {expected}. "
+              f"last.ckpt is written; skip this with callbacks.evaluation.at_end=false, or stop it with Ctrl-C / SIGTERM.", flush=True)
+
+    def on_train_end(self, trainer, module) -> None:
+        if not self.at_end:
+            return
+        self._announce(trainer, self._final_suite(trainer))
         values = self.evaluate(trainer, module, "final")
         self._log(trainer, {k.replace("eval/", "eval_final/", 1): v for k, v in values.items()})
         if trainer.is_global_zero:

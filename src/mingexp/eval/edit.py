@@ -45,12 +45,17 @@ class EditEval:
     """Edit success over the first ``n`` held-out single-step edits of ``urls`` (toy world)."""
 
     name = "edit"
+    example_labels: tuple[str, ...] = ("source", "target", "output")  # the cells of each example tile (pair_grid)
 
     def __init__(self, urls: str | Sequence[str], detector, n: int = 32, batch_size: int = 16, seed: int = 0,
                  position_tolerance: float = 0.1, steps: int | None = None, guidance_scale: float | None = None) -> None:
         self.urls, self.detector, self.n, self.batch_size, self.seed = urls, detector, int(n), int(batch_size), int(seed)
         self.position_tolerance, self.steps, self.guidance_scale = float(position_tolerance), steps, guidance_scale
         self._samples = None
+
+    def work(self) -> int:
+        """Images this evaluation generates (the unit its time is estimated in)."""
+        return self.n
 
     def samples(self):
         if self._samples is None:
@@ -73,4 +78,5 @@ class EditEval:
         metric = EditSuccess()
         metric.update(self.score(outputs, samples))
         size = outputs[0].width
-        return {"success": float(metric.compute())}, [(s.inputs[0].resize((size, size)), o) for s, o in zip(samples, outputs)]
+        return {"success": float(metric.compute())}, [(s.inputs[0].resize((size, size)), s.target.resize((size, size)), o)
+                                                      for s, o in zip(samples, outputs)]

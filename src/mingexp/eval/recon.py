@@ -19,12 +19,17 @@ class ReconEval:
     """PSNR / SSIM of full-path reconstructions of the first ``n`` held-out images of ``urls``."""
 
     name = "recon"
+    example_labels: tuple[str, ...] = ("input", "output")  # the cells of each example tile (pair_grid)
 
     def __init__(self, urls: str | Sequence[str], n: int = 32, prompt: str = "", batch_size: int = 16, seed: int = 0,
                  steps: int | None = None, guidance_scale: float | None = None) -> None:
         self.urls, self.n, self.prompt, self.batch_size, self.seed = urls, int(n), prompt, int(batch_size), int(seed)
         self.steps, self.guidance_scale = steps, guidance_scale
         self._samples = None
+
+    def work(self) -> int:
+        """Images this evaluation generates (the unit its time is estimated in)."""
+        return self.n
 
     def samples(self):
         if self._samples is None:

@@ -17,10 +17,15 @@ class VQAEval:
     """Accuracy over the first ``n`` questions of held-out vqa shards."""
 
     name = "vqa"
+    example_labels: tuple[str, ...] = ()  # the cells of each example tile (pair_grid)
 
     def __init__(self, urls: str | Sequence[str], n: int = 64, max_new_tokens: int = 16) -> None:
         self.urls, self.n, self.max_new_tokens = urls, int(n), int(max_new_tokens)
         self._samples = None
+
+    def work(self) -> int:
+        """Questions this evaluation answers (the unit its time is estimated in)."""
+        return self.n
 
     def samples(self):
         if self._samples is None:

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from PIL import Image, ImageDraw
 
+from mingexp.lit.signals import stop_on_sigterm
 from mingexp.models.unified import to_pil
 
 
@@ -57,7 +58,7 @@ class SampleImages(L.Callback):
         was_training = model.training
         model.eval()
         images: list[Image.Image] = []
-        with module.sampling_weights():
+        with module.sampling_weights(), stop_on_sigterm(trainer):
             inputs = model.mllm.processor(self.prompts).to(module.device)
             size = model.default_size()
             for seed in self.seeds:

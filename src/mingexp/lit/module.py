@@ -10,8 +10,11 @@ Trainer config. This module adds:
 * an optional EMA of the trainable weights (``module.ema``), saved in checkpoints, used for sampling;
 * logging of every loss term (``train/flow``, ``train/align/s{s}``), lr per group, gradient norm,
   samples/s and the data skip counters (``data/skipped/<reason>/<source>``);
-* a NaN/inf guard: a non-finite loss skips the step (counted as ``train/nonfinite_steps``); more than
-  ``nan_tolerance`` in a row stop the run with a clear message, the last good checkpoint kept.
+* a NaN/inf guard: a non-finite loss skips the step (counted as ``train/nonfinite_steps``; no loss is
+  logged for it); more than ``nan_tolerance`` in a row raise :class:`~mingexp.errors.TrainingDiverged`, which
+  ends the run non-zero. While a streak lasts :attr:`UnifiedLitModule.nonfinite_streak` is positive and the
+  checkpoint callbacks (:mod:`mingexp.lit.checkpoint`) write nothing, so ``last.ckpt`` keeps the last step
+  whose loss was finite.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from typing import Any, Callable, Mapping
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 from mingexp.data.batch import Batch
-from mingexp.errors import ConfigError
+from mingexp.errors import ConfigError, TrainingDiverged
 from mingexp.lit.ema import EMA
 from mingexp.models.unified import UnifiedModel
 
@@ -91,6 +95,8 @@ class UnifiedLitModule(L.LightningModule):
         self.nonfinite_streak = 0
         self.skipped: Counter[str] = Counter()
         self._last_batch_end: float | None = None
+        self._grad_norm = float("nan")
+        self.loss_mean = MeanMetric()  # train/loss_epoch; its state is not part of the checkpoint
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):
@@ -115,31 +121,37 @@ class UnifiedLitModule(L.LightningModule):
         self.skipped.update(batch.skipped)
         generator = torch.Generator().manual_seed(hash((self.seed, self.global_step, self.global_rank)) & (2**63 - 1))
         out = self.model(batch.mllm, batch.pixels(), generator=generator)
-        if not torch.isfinite(out.loss):
+        bs, finite = len(batch), bool(torch.isfinite(out.loss))
+        # Every step logs its own values, a skipped step its nan / inf: Lightning re-sends a key's last value on
+        # a step that does not log it, which would show the previous step's loss for a step that had none.
+        self.log("train/loss_step", out.loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False, batch_size=bs)
+        for key, n in self.skipped.items():
+            self.log(f"data/skipped/{key}", float(n), on_step=True, on_epoch=False)
+        self._grad_norm = float("nan")  # set by on_before_optimizer_step when this step updates the weights
+        if not finite:
             # Skip this step: Lightning does no backward / optimizer step when training_step returns None.
             self.nonfinite_total += 1
             self.nonfinite_streak += 1
             self.log("train/nonfinite_steps", float(self.nonfinite_total), on_step=True)
             if self.nonfinite_streak > self.nan_tolerance:
-                self.print(
-                    f"[mingexp] stopping: {self.nonfinite_streak} non-finite losses in a row (module.nan_tolerance="
-                    f"{self.nan_tolerance}); the last good checkpoint is kept. Lower the learning rate or check the data."
+                raise TrainingDiverged(
+                    f"stopped at step {self.global_step}: {self.nonfinite_streak} non-finite losses in a row (module.nan_tolerance="
+                    f"{self.nan_tolerance}); no checkpoint was written since the last finite loss. Lower the learning "
+                    "rate or check the data."
                 )
-                self.trainer.should_stop = True
             return None
         self.nonfinite_streak = 0
-        bs = len(batch)
-        self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
-        for name, value in out.terms.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=bs)
-        for key, n in self.skipped.items():
-            self.log(f"data/skipped/{key}", float(n), on_step=True, on_epoch=False)
+        # the epoch's mean loss over the steps that trained (a torchmetrics mean: synced across ranks at epoch end)
+        self.loss_mean.update(out.loss.detach(), bs)
+        self.log("train/loss_epoch", self.loss_mean, on_step=False, on_epoch=True)
         return out.loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True)
+            self._grad_norm = float(torch.nn.utils.get_total_norm(grads))
         for group in optimizer.param_groups:
             self.log(f"lr/{group.get('name', 'group')}", group["lr"], on_step=True)
 
@@ -150,6 +162,7 @@ class UnifiedLitModule(L.LightningModule):
             self.ema.update(self.global_step)
 
     def on_train_batch_end(self, outputs, batch: Batch, batch_idx: int) -> None:
+        self.log("train/grad_norm", self._grad_norm, on_step=True)  # nan for a skipped step
         now = time.perf_counter()
         if self._last_batch_end is not None:
             self.log("train/samples_per_s", len(batch) * self.trainer.world_size / max(now - self._last_batch_end, 1e-9), on_step=True)

@@ -11,8 +11,10 @@ Folder layout (written by :meth:`MingUniPipeline.save_pretrained` / ``python -m 
     align.safetensors         the alignment head, when the model has one (unused at inference)
     mllm/                     the frozen MLLM, only when copied (default: referenced by path / hub id)
 
-No pickled object anywhere: JSON, safetensors and the libraries' own ``save_pretrained`` formats.
-:meth:`from_pretrained` rebuilds the model with the same ``build_model`` as training, then loads the weights.
+No pickled object anywhere: JSON, safetensors and the libraries' own ``save_pretrained`` formats. A folder
+is safe to load from a stranger: :meth:`from_pretrained` reads the JSON as data (:mod:`mingexp.untrusted`:
+only mingexp's own builders, no interpolation, loader flags such as ``trust_remote_code`` from the caller
+only), rebuilds the model with the same ``build_model`` as training, then loads the weights.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from mingexp.models.unified import UnifiedModel, to_pil
 from mingexp.pipeline.images import InputError, check_text, load_image
+from mingexp.untrusted import trusted_model_config
 from mingexp.utils import resolve_dtype
 
 FORMAT = "mingexp-pipeline"
@@ -89,8 +92,12 @@ class MingUniPipeline:
         connector["config"] = {k: v for k, v in m.connector.transformer.config.to_diff_dict().items()
                                if k not in ("architectures", "transformers_version", "model_type", "dtype", "torch_dtype", "is_causal")}
         cfg["connector"] = connector
-        # 4. the frozen MLLM: referenced (path / hub id) or copied
+        # 4. the frozen MLLM: referenced (an absolute path, so the folder works from any working directory, or a
+        #    hub id) or copied
         mllm_source = str(cfg["mllm"]["path"])
+        if Path(mllm_source).expanduser().is_dir():
+            mllm_source = str(Path(mllm_source).expanduser().resolve())
+            cfg["mllm"]["path"] = mllm_source
         if copy_mllm:
             target = out / "mllm"
             if target.exists():
@@ -110,15 +117,24 @@ class MingUniPipeline:
         path = folder / INDEX
         if not path.is_file():
             raise InputError(f"{folder}: no {INDEX}; not a mingexp pipeline folder (or an interrupted export: run `python -m mingexp.export` again).")
-        index = json.loads(path.read_text())
+        try:
+            index = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: not valid JSON ({e}); re-export the checkpoint.") from None
+        if not isinstance(index, dict) or not isinstance(index.get("model"), dict):
+            raise InputError(f"{path}: no 'model' mapping; not a mingexp pipeline index (re-export the checkpoint).")
         if index.get("format") != FORMAT:
             raise InputError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}.")
         if index.get("version") != FORMAT_VERSION:
             raise InputError(f"{path}: format version {index.get('version')} but this mingexp reads version {FORMAT_VERSION}; re-export the checkpoint with this version.")
         needed = ["queries.safetensors", "connector/model.safetensors", "connector/config.json", "transformer/config.json", "scheduler/scheduler_config.json"]
-        if index["model"].get("align", {}).get("weight", 0):
+        model = index["model"]
+        for section in ("mllm", "dit", "vae"):
+            if not isinstance(model.get(section), dict):
+                raise InputError(f"{path}: model.{section} is missing or not a mapping; re-export the checkpoint.")
+        if isinstance(model.get("align"), dict) and model["align"].get("weight", 0):
             needed.append("align.safetensors")
-        if "path" in index["model"].get("vae", {}):
+        if "path" in model["vae"]:
             needed.append("vae/config.json")
         missing = [n for n in needed if not (folder / n).is_file()]
         if missing:
@@ -127,12 +143,23 @@ class MingUniPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
-                        mllm_path: str | None = None) -> "MingUniPipeline":
-        """Load a folder written by :meth:`save_pretrained`. ``mllm_path`` overrides the referenced MLLM location."""
+                        mllm_path: str | None = None, trust_remote_code: bool = False,
+                        attn_implementation: str = "sdpa") -> "MingUniPipeline":
+        """Load a folder written by :meth:`save_pretrained`.
+
+        Args:
+            mllm_path: overrides the referenced MLLM location.
+            trust_remote_code / attn_implementation: the MLLM's loader flags. They are the caller's to give:
+                the folder's own values are ignored, and a folder asking for remote code is refused
+                (:mod:`mingexp.untrusted`).
+        """
         folder = Path(folder).resolve()
         index = cls.read_index(folder)
-        cfg = copy.deepcopy(index["model"])
+        flags = {"mllm": {"trust_remote_code": bool(trust_remote_code), "attn_implementation": attn_implementation},
+                 "connector": {"attn_implementation": attn_implementation}}
+        cfg = trusted_model_config(index["model"], str(folder / INDEX), flags)
         resolved = copy.deepcopy(cfg)
+        # the weights of the trained parts are this folder's, whatever paths the JSON names
         resolved["dit"]["path"] = str(folder)
         if "path" in resolved.get("vae", {}):
             resolved["vae"]["path"] = str(folder)

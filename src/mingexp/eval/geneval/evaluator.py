@@ -38,6 +38,8 @@ class GenEvalEval:
         name: the metric prefix (``geneval`` / ``geneval_shapes``).
     """
 
+    example_labels: tuple[str, ...] = ()  # the cells of each example tile (pair_grid)
+
     def __init__(self, metadata: str, detector, images_per_prompt: int = 4, prompts: int | None = None, seed: int = 0,
                  batch_size: int = 16, steps: int | None = None, guidance_scale: float | None = None, track: str | None = None,
                  cache_dir: str = ".cache", name: str = "geneval") -> None:
@@ -49,6 +51,10 @@ class GenEvalEval:
         prompts, track = load_metadata(self.metadata, self.cache_dir, self.track)
         chosen = subset(prompts, self.n_prompts)
         return chosen, track if len(chosen) == len(prompts) else f"{track}-subset{len(chosen)}"
+
+    def work(self) -> int:
+        """Images this evaluation generates (the unit its time is estimated in)."""
+        return len(self.prompts()[0]) * self.images_per_prompt
 
     def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
         prompts, track = self.prompts()

@@ -4,7 +4,11 @@ Every detector produces :class:`Detection` s; everything below is detector-indep
 official script constant for constant:
 
 1. per class, keep detections with score > 0.3 (> 0.9 for *every* class when the prompt's tag is
-   ``counting``), sorted by score, at most 16 (the official IoU filter is disabled: threshold 1.0);
+   ``counting``), sorted by score, at most 16 (the official IoU filter is disabled: threshold 1.0). The
+   order is the official one, ``np.argsort(scores)[::-1]`` on float32 scores in the detector's order:
+   tied scores come out in *reverse* detector order (NumPy's default sort keeps ties in order for small
+   arrays, and the reversal flips them). Ties matter: the toy world's exact detector gives every clean
+   render the score 1.0, and which of the tied objects is "the top ``count``" decides colour and position;
 2. ``include`` clause: the top ``count`` detections of the class, failing if fewer; if it has a
    ``color``, the colour classifier labels those top ``count`` objects and at least ``count`` must be
    that colour; if it has ``position: [rel, g]``, every one of them must stand in ``rel`` to every
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from mingexp.eval.geneval.metadata import COLORS
 
 THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9
@@ -71,7 +77,10 @@ def filter_detections(detections: Sequence[Detection], tag: str) -> dict[str, li
         by_class.setdefault(d.label, []).append(d)
     kept: dict[str, list[Detection]] = {}
     for label, dets in by_class.items():
-        order = [d for d in sorted(dets, key=lambda d: -d.score) if d.score > threshold][:MAX_OBJECTS]
+        # as the official script: argsort of the float32 score column, reversed, then the threshold (in float32)
+        scores = np.asarray([d.score for d in dets], dtype=np.float32)
+        ranked = np.argsort(scores)[::-1]
+        order = [dets[i] for i in ranked[scores[ranked] > np.float32(threshold)]][:MAX_OBJECTS]
         out = []
         while order:
             best = order.pop(0)
@@ -126,7 +135,8 @@ def evaluate(image, detected: Mapping[str, Sequence[Detection]], metadata: Mappi
                 colours = colour_fn(image, found, name)
                 if colours.count(req["color"]) < count:
                     correct = matched = False
-                    reasons.append(f"expected {req['color']} {name}>={count}, found {colours.count(req['color'])} {req['color']}; and " + ", ".join(f"{c} {name}" for c in colours))
+                    reasons.append(f"expected {req['color']} {name}>={count}, found {colours.count(req['color'])} {req['color']}; and "
+                                   + ", ".join(f"{colours.count(c)} {c}" for c in COLORS if c in colours))
             if "position" in req and matched:
                 relation, group = req["position"]
                 if matched_groups[group] is None:

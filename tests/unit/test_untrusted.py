@@ -1,0 +1,113 @@
+"""Saved model configs are data: mingexp's builders only, no interpolation, loader flags from the caller."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from mingexp.errors import UnsafeConfigError
+from mingexp.untrusted import ALLOWED_TARGETS, trusted_model_config
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# a saved export's model section, as save_pretrained writes it (trimmed to what the checks look at)
+EXPORT = {
+    "_target_": "mingexp.models.unified.build_model",
+    "_convert_": "all",
+    "seed": 0,
+    "mllm": {"_target_": "mingexp.models.mllm.FrozenMLLM.from_pretrained", "path": "/m", "attn_implementation": "sdpa", "trust_remote_code": False},
+    "queries": {"scales": [2, 4]},
+    "connector": {"mode": "joint", "config": {"hidden_size": 32}},
+    "dit": {"_target_": "mingexp.models.dit.load_dit", "path": ".", "subfolder": "transformer"},
+    "vae": {"_target_": "mingexp.models.vae.PixelSpace"},
+    "flow": {"_target_": "mingexp.diffusion.flow.FlowMatching", "shift": 1.0},
+    "sampler": {"_target_": "mingexp.diffusion.sampler.FlowSampler", "steps": 3},
+    "cond_dropout": {"_target_": "mingexp.diffusion.flow.ConditionDropout", "p": 0.1},
+}
+
+
+def edited(path: str, value):
+    """EXPORT with ``value`` set at the dotted ``path``."""
+    cfg = copy.deepcopy(EXPORT)
+    *parents, last = path.split(".")
+    node = cfg
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return cfg
+
+
+def test_a_saved_config_of_mingexp_builders_passes_unchanged():
+    assert trusted_model_config(EXPORT, "x.json") == EXPORT
+
+
+@pytest.mark.parametrize("path,value,refused", [
+    ("dit", {"_target_": "torch.load", "f": "/x/payload.pt", "weights_only": False}, r"model.dit._target_='torch.load' is refused"),
+    ("flow", {"_target_": "os.system", "command": "touch /tmp/x"}, r"model.flow._target_='os.system'"),
+    ("sampler.hook", {"_target_": "builtins.open", "file": "/tmp/x", "mode": "w"}, r"model.sampler.hook._target_=.*no builder may appear there"),
+    ("vae", {"_target_": "numpy.load", "file": "/x/a.npy", "allow_pickle": True}, r"model.vae._target_='numpy.load'.*allowed there"),
+    ("queries.scales", [{"_target_": "shutil.copyfile", "src": "/a", "dst": "/b"}], r"model.queries.scales\[0\]._target_"),
+    # a mingexp builder in the wrong place is refused too (a DiT loader as the sampler)
+    ("sampler", {"_target_": "mingexp.models.dit.load_dit", "path": "/x"}, r"model.sampler._target_='mingexp.models.dit.load_dit'"),
+    ("_args_", ["/etc/passwd"], r"model._args_ is refused"),
+    ("dit._partial_", True, r"model.dit._partial_ is refused"),
+])
+def test_any_other_callable_or_hydra_key_is_refused(path, value, refused):
+    with pytest.raises(UnsafeConfigError, match=refused):
+        trusted_model_config(edited(path, value), "x.json")
+
+
+@pytest.mark.parametrize("value", ["${oc.env:HOME}/m", "${dit.path}/payload.pt", "\\${paths.toy_dir}", "${paths.toy_dir}"])
+def test_an_export_may_hold_no_interpolation(value):
+    with pytest.raises(UnsafeConfigError, match=r"model.mllm.path=.*interpolations allowed.*none"):
+        trusted_model_config(edited("mllm.path", value), "x.json")
+
+
+def resolve_here(model: dict) -> dict:
+    here = OmegaConf.create({"model": model, "paths": {"toy_dir": "/here/toy"}, "seed": 3})
+    return OmegaConf.to_container(here.model, resolve=True)
+
+
+def test_a_run_config_resolves_only_paths_seed_and_model_keys():
+    run = edited("mllm.path", "${paths.toy_dir}/mllm")
+    run["seed"] = "${seed}"
+    run["sampler"]["steps"] = "${model.queries.scales.1}"
+    out = trusted_model_config(run, "config.yaml", resolve=resolve_here)
+    assert out["mllm"]["path"] == "/here/toy/mllm" and out["seed"] == 3 and out["sampler"]["steps"] == 4
+    for bad in ("${oc.env:HOME}", "${oc.decode:'1'}", "${hydra:runtime.cwd}", "${oc.env:X,${paths.toy_dir}}", "${now:%H}"):
+        with pytest.raises(UnsafeConfigError, match=r"model.mllm.path=.*refused"):
+            trusted_model_config(edited("mllm.path", bad), "config.yaml", resolve=resolve_here)
+    # a reference may copy a node, but the copy is checked where it lands: a loader node as the sampler is refused
+    with pytest.raises(UnsafeConfigError, match=r"model.sampler._target_='mingexp.models.dit.load_dit'"):
+        trusted_model_config(edited("sampler", "${model.dit}"), "config.yaml", resolve=resolve_here)
+
+
+def test_loader_flags_come_from_the_caller():
+    # the folder asks for remote code: refused unless the caller gives it
+    asks = edited("mllm.trust_remote_code", True)
+    with pytest.raises(UnsafeConfigError, match=r"model.mllm.trust_remote_code=true is refused.*trust_remote_code=true"):
+        trusted_model_config(asks, "x.json")
+    assert trusted_model_config(asks, "x.json", {"mllm": {"trust_remote_code": True}})["mllm"]["trust_remote_code"] is True
+    # the folder's attention implementation (which can name a hub kernel to download) is replaced by the caller's
+    hub = edited("mllm.attn_implementation", "kernels-community/flash-attn")
+    assert trusted_model_config(hub, "x.json")["mllm"]["attn_implementation"] == "sdpa"
+    assert trusted_model_config(hub, "x.json", {"mllm": {"attn_implementation": "eager"}})["mllm"]["attn_implementation"] == "eager"
+    connector = edited("connector.attn_implementation", "kernels-community/x")
+    assert trusted_model_config(connector, "x.json")["connector"]["attn_implementation"] == "sdpa"
+
+
+def test_every_builder_of_the_shipped_model_presets_is_allowed():
+    """A new builder in conf/model/ must be added to ALLOWED_TARGETS, or its exports would not load."""
+    files = [CONF / "model_common.yaml", *sorted((CONF / "model").rglob("*.yaml"))]
+    seen = set()
+    for f in files:
+        node = OmegaConf.to_container(OmegaConf.load(f), resolve=False)
+        place = "vae" if f.parent.name == "vae" else ""
+        for key, value in ([(place, node)] + [(f"{place}.{k}".strip("."), v) for k, v in node.items() if isinstance(v, dict)]):
+            if isinstance(value, dict) and "_target_" in value:
+                assert value["_target_"] in ALLOWED_TARGETS[key], (f, key, value["_target_"])
+                seen.add(value["_target_"])
+    assert {"mingexp.models.unified.build_model", "mingexp.models.vae.DCAE.from_pretrained", "mingexp.models.vae.PixelSpace"} <= seen
