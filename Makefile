@@ -10,13 +10,13 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU wheel here, the CUDA build on a GPU cluster: same line, see README.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-full bench train tiny clean
+.PHONY: install test test-full bench train tiny lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/prefix_cache.py
 	$(BIN)/python benchmarks/data_throughput.py
 	$(BIN)/python benchmarks/inference_latency.py
+	$(BIN)/python benchmarks/step_time.py
 
 # The main job: the toy world end to end on this machine. Stage 0 trains the toy MLLM for understanding
 # (once; skipped when .cache/toy/mllm exists), then the unified model trains with it frozen.
@@ -41,6 +42,11 @@ train: $(STAMP)
 # Writes the tiny real checkpoints (Qwen2.5-VL, Qwen2, SANA, DC-AE) the toy preset loads.
 tiny: $(STAMP)
 	$(BIN)/python -m mingexp.models.tiny .cache/toy
+
+# Pins what the venv holds now (after testing a new set of versions) as the versions every make installs.
+lock: $(STAMP)
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

@@ -18,9 +18,17 @@ condition tokens, norms relative to the mean token norm):
 
 ``--data single`` trains on single-object scenes captioned "a photo of a <colour> <shape>" only (the
 evaluation's own distribution); ``mix`` (default) on the world's t2i mix; ``fixed`` on the same 60 captions,
-each with one image (the object centred, at the world's largest size): memorisation, not generalisation,
+each with one image (the object in the world's first slot; the fourth round, on the format-3 world, centred
+it in a 22-px box of the 64-px canvas): memorisation, not generalisation,
 which tells "the DiT cannot draw the shape the condition names" from "it has not yet learned to draw it
 anywhere at any size".
+
+``--geneval N`` also scores GenEval-Shapes at every evaluation (N images per prompt of the whole 299-prompt
+suite, the official rules and the toy detector, as the main job's end-of-run evaluation with N = 4): the
+overall and each tag are printed on a second line.
+
+``--guidance 3 5 7`` scores GenEval-Shapes once more after the last step at each of these guidance scales
+(the sampler's only: the trained model is the same).
 
 ``--checkpoint <run>/checkpoints/last.ckpt`` trains nothing: it rebuilds that run's model from the run's own
 config (as ``mingexp.evaluate`` does; ``--toy-dir`` must hold the MLLM the run used) and scores it once.
@@ -49,20 +57,19 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from mingexp.data.shapes import COLORS, SHAPES, Scene, ShapeObject, _a, prompt_metadata, render, scene_for, t2i_example
+from mingexp.data.shapes import COLORS, SHAPES, Scene, ShapeObject, _a, prompt_metadata, render, scene_for, slot_boxes, t2i_example
 from mingexp.eval.geneval.shapes_detector import ShapesDetector
 from mingexp.evaluate import load_model
 from mingexp.models.unified import Condition
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 DATA = ("mix", "single", "fixed")
-FIXED_BOX = 22  # --data fixed: box side on the 64-px canvas (35 %, the world's largest), 11 px at the toy's 32
 
 
 def scenes(rng: random.Random, size: int, n: int, data: str = "mix") -> tuple[list[str], torch.Tensor]:
     """n (caption, image in [-1, 1]) pairs: ``mix`` draws them as the shapes world's t2i split does; ``single``:
-    single-object scenes with their GenEval "colors" prompt; ``fixed``: the same captions, the object centred
-    in a ``FIXED_BOX``-px box (one image per caption)."""
+    single-object scenes with their GenEval "colors" prompt; ``fixed``: the same captions, the object in the
+    first slot (one image per caption)."""
     texts, images = [], []
     for _ in range(n):
         if data == "mix":
@@ -70,9 +77,9 @@ def scenes(rng: random.Random, size: int, n: int, data: str = "mix") -> tuple[li
         else:
             metadata = prompt_metadata(rng, "colors")
             caption, (clause,) = metadata["prompt"], metadata["include"]
-            corner = (64 - FIXED_BOX) // 2
+            x, y, side = slot_boxes(64)[0]
             scene = (scene_for(rng, metadata, 64) if data == "single"
-                     else Scene(64, [ShapeObject(clause["class"], clause["color"], corner, corner, FIXED_BOX)]))
+                     else Scene(64, [ShapeObject(clause["class"], clause["color"], x, y, side)]))
         texts.append(caption)
         pixels = np.asarray(render(scene).resize((size, size), Image.BOX)).copy()
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1)
@@ -117,6 +124,19 @@ def condition_spread(model) -> dict[str, float]:
             "cspread": float((by_colour - by_colour.mean(0)).norm(dim=-1).mean() / norm)}
 
 
+def geneval_shapes(model, out: Path, images_per_prompt: int) -> dict[str, float]:
+    """GenEval-Shapes on the whole suite (``images_per_prompt`` each): overall and the six tags."""
+    import json
+
+    from mingexp.data.shapes import geneval_shapes_suite
+    from mingexp.eval.geneval.evaluator import GenEvalEval
+
+    metadata = out / "geneval_shapes_metadata.jsonl"
+    metadata.write_text("".join(json.dumps(m) + "\n" for m in geneval_shapes_suite()))
+    values, _ = GenEvalEval(str(metadata), ShapesDetector(), images_per_prompt=images_per_prompt, track="shapes")(model)
+    return {k: v for k, v in values.items() if k not in ("missing", "correct_prompts")}
+
+
 def report(acc: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.3f}" if "spread" in k else f"{k} {v:.2f}" for k, v in acc.items())
 
@@ -135,13 +155,13 @@ class TokenCondition(torch.nn.Module):
         weight = torch.randn(vocab, model.connector.in_width, generator=torch.Generator().manual_seed(seed))
         self.embedding = torch.nn.Embedding.from_pretrained(weight, freeze=not trainable)
 
-    def forward(self, inputs) -> Condition:
+    def forward(self, inputs, update_statistics: bool = True) -> Condition:
         model = self.model[0]
         ids = inputs.input_ids[:, -self.n:]  # left padded: the last n positions end every caption
         x = self.embedding(torch.nn.functional.pad(ids, (self.n - ids.shape[1], 0)) if ids.shape[1] < self.n else ids)
         Q = model.queries.layout.query_index.numel()
         x = x.repeat(1, -(-Q // self.n), 1)[:, :Q]  # the block's length, so every scale gets tokens
-        per_scale = model.connector(x)
+        per_scale = model.connector(x, update_statistics)
         return Condition(model.connector.dit_condition(per_scale), per_scale, {})
 
 
@@ -158,6 +178,8 @@ def main() -> None:
     parser.add_argument("--train-embedding", action="store_true", help="--condition tokens: learn the embedding too")
     parser.add_argument("--data", choices=DATA, default="mix",
                         help="mix: the world's t2i mix; single: single-object scenes; fixed: one centred image per caption")
+    parser.add_argument("--geneval", type=int, default=0, help="also score GenEval-Shapes with this many images per prompt (0: off)")
+    parser.add_argument("--guidance", type=float, nargs="*", default=[], help="after the last step, GenEval-Shapes at these guidance scales")
     parser.add_argument("--checkpoint", help="score this run's checkpoint (e.g. outputs/train/runs/<time>/checkpoints/last.ckpt) and exit")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. model.flow.shift=1")
     args = parser.parse_args()
@@ -171,6 +193,8 @@ def main() -> None:
         model = load_model(cfg)  # the run's own model config, its trained (or EMA) weights, eval mode
         acc = {**condition_spread(model), **single_object_accuracy(model, ShapesDetector(), out / f"{args.name}_checkpoint.png")}
         print(f"{args.name} checkpoint {args.checkpoint} {report(acc)}", flush=True)
+        if args.geneval:
+            print(f"{args.name} checkpoint geneval_shapes {report(geneval_shapes(model, out, args.geneval))}", flush=True)
         return
     torch.manual_seed(0)
     model = instantiate(cfg.model)
@@ -204,10 +228,18 @@ def main() -> None:
             seconds = eval_start - start
             model.eval()
             acc = {**condition_spread(model), **single_object_accuracy(model, detector, out / f"{args.name}_step{step}.png")}
-            model.train()
-            start += time.perf_counter() - eval_start  # evaluation time is not training time
             print(f"{args.name} step {step} samples {step * args.batch_size} train {seconds:.0f}s flow {np.mean(losses[-100:]):.4f} "
                   + report(acc), flush=True)
+            if args.geneval:
+                print(f"{args.name} step {step} geneval_shapes {report(geneval_shapes(model, out, args.geneval))}", flush=True)
+            model.train()
+            start += time.perf_counter() - eval_start  # evaluation time is not training time
+    model.eval()
+    default = model.sampler.guidance_scale
+    for scale in args.guidance:
+        model.sampler.guidance_scale = scale
+        print(f"{args.name} step {args.steps} guidance {scale:g} geneval_shapes {report(geneval_shapes(model, out, max(1, args.geneval)))}", flush=True)
+    model.sampler.guidance_scale = default
 
 
 if __name__ == "__main__":

@@ -26,15 +26,12 @@ def inside_point(o):
 
 def check_scene(scene, image):
     res = scene.resolution
-    for i, o in enumerate(scene.objects):
-        x0, y0, x1, y1 = o.box
-        assert 0 <= x0 and 0 <= y0 and x1 <= res and y1 <= res
-        assert S.MIN_BOX * res - 1 <= o.size <= S.MAX_BOX * res + 1
+    slots = S.slot_boxes(res)
+    assert len({(o.x, o.y) for o in scene.objects}) == len(scene.objects)  # one object per slot
+    for o in scene.objects:
+        assert (o.x, o.y, o.size) in slots  # every object stands in a slot, at the one size
         # the object's colour is where the metadata says
         assert np.abs(pixel(image, *inside_point(o)) - np.array(S.COLORS[o.color])).max() <= 2, (o, pixel(image, *inside_point(o)))
-        for p in scene.objects[i + 1 :]:
-            px0, py0, px1, py1 = p.box
-            assert x1 + S.GAP_PX <= px0 or px1 + S.GAP_PX <= x0 or y1 + S.GAP_PX <= py0 or py1 + S.GAP_PX <= y0
     # everything outside every box is background
     mask = np.ones((res, res), bool)
     for o in scene.objects:
@@ -79,6 +76,37 @@ def test_every_scene_matches_its_metadata(resolution):
                 assert all(rel in S.relations(a, b) for a in objs for b in ref)
         for clause in metadata.get("exclude", []):
             assert sum(o.shape == clause["class"] for o in scene.objects) < clause["count"]
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 256])
+def test_slots_are_a_lattice_of_equal_boxes_with_gaps(resolution):
+    slots = S.slot_boxes(resolution)
+    assert len(slots) == S.GRID**2 and len({size for *_, size in slots}) == 1
+    size = slots[0][2]
+    assert abs(size - S.OBJECT_FRACTION * resolution) <= 0.5
+    cell = resolution / S.GRID
+    for k, (x, y, _) in enumerate(slots):
+        col, row = k % S.GRID, k // S.GRID
+        # centred in its cell, inside the canvas, and at least 0.1 of the canvas from its neighbours
+        assert abs(x + size / 2 - (col + 0.5) * cell) <= 0.5 and abs(y + size / 2 - (row + 0.5) * cell) <= 0.5
+        assert 0 <= x and x + size <= resolution and 0 <= y and y + size <= resolution
+        assert S.slot_of(S.ShapeObject("circle", "red", x, y, size), resolution) == (col, row)
+    x0, x1 = slots[0][0], slots[1][0]
+    assert x1 - (x0 + size) >= 0.1 * resolution - 1
+    # the toy model's 32 px: 13-px objects, each cell one 4 x 4 block of 4-px DiT patches
+    if resolution == 32:
+        assert size == 13 and cell == 16
+
+
+def test_every_tag_is_satisfiable_in_the_lattice():
+    """Counting reaches four (every slot), and every relation has a layout."""
+    rng = random.Random(3)
+    four = {"tag": "counting", "include": [{"class": "star", "count": 4}], "exclude": [{"class": "star", "count": 5}], "prompt": "a photo of four stars"}
+    assert len(S.scene_for(rng, four, 64).objects) == 4
+    for rel in S.RELATIONS:
+        m = {"tag": "position", "include": [{"class": "circle", "count": 1}, {"class": "star", "count": 1, "position": [rel, 0]}], "prompt": "x"}
+        circle, star = sorted(S.scene_for(rng, m, 64).objects, key=lambda o: o.shape)
+        assert rel in S.relations(star, circle)
 
 
 def test_relation_rule_edge_cases():
@@ -226,3 +254,37 @@ def test_data_shapes_config_generates_and_streams(tiny_dir, tmp_path):
         if k == 15:
             break
     assert tasks == {"t2i", "recon", "edit", "style"}
+
+
+def test_ground_truth_is_legible_from_the_minimum_model_resolution_and_not_below(tmp_path):
+    """The baselines rule: ground-truth renders score ≥ 0.97 at MIN_MODEL_RESOLUTION, and less below it."""
+    from mingexp.eval.geneval.baselines import ground_truth
+    from mingexp.eval.geneval.protocol import score_folder, write_layout
+    from mingexp.eval.geneval.shapes_detector import ShapesDetector
+
+    prompts = S.geneval_shapes_suite()
+    overall = {}
+    for resolution in (S.MIN_MODEL_RESOLUTION - 8, S.MIN_MODEL_RESOLUTION):
+        folder = tmp_path / str(resolution)
+        write_layout(prompts, folder, ground_truth(prompts, resolution), 1, progress=False)
+        overall[resolution] = score_folder(folder, ShapesDetector(), 1, track="shapes", progress=False)[0]["overall"]
+    assert overall[S.MIN_MODEL_RESOLUTION] >= S.LEGIBLE_CEILING > overall[S.MIN_MODEL_RESOLUTION - 8], overall
+
+
+def test_an_illegible_model_resolution_is_refused_before_anything_is_written(tmp_path):
+    from mingexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cannot be read at the model's 16 px.*model.dit.config.sample_size"):
+        S.prepare_shapes(tmp_path / "world", counts=SMALL, shard_size=16, progress=False, model_resolution=16)
+    assert not (tmp_path / "world").exists()
+
+
+def test_a_world_of_an_older_format_is_regenerated_whole(tmp_path, capsys):
+    out = S.prepare_shapes(tmp_path / "world", counts=SMALL, shard_size=16, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "version": S.FORMAT_VERSION - 1}))
+    (out / "t2i" / "stale.tar").write_bytes(b"from the old format")
+    S.prepare_shapes(tmp_path / "world", counts=SMALL, shard_size=16, progress=False)
+    assert f"format {S.FORMAT_VERSION - 1}; writing format {S.FORMAT_VERSION}" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["version"] == S.FORMAT_VERSION
+    assert not (out / "t2i" / "stale.tar").exists()  # nothing of the old world is left beside the new one

@@ -93,7 +93,7 @@ def test_single_object_data_is_the_evaluations_own_prompts():
     assert not set(mixed) <= prompts  # the world's mix has other captions
 
 
-def test_fixed_data_gives_each_caption_one_centred_image_the_detector_reads():
+def test_fixed_data_gives_each_caption_one_image_in_the_first_slot_the_detector_reads():
     import random
 
     import numpy as np
@@ -116,4 +116,5 @@ def test_fixed_data_gives_each_caption_one_centred_image_the_detector_reads():
         (found,) = detector.detect(Image.fromarray(np.ascontiguousarray(pixels)))
         assert text == mod.prompt(found.colour, found.label)
         ys, xs = np.nonzero(found.mask)
-        assert abs(xs.mean() - 15.5) < 1.5 and abs(ys.mean() - 15.5) < 2.5  # centred (a triangle's mass sits low)
+        # in the first slot: the top-left cell, whose centre is at (7.5, 7.5) on the 32-px image
+        assert abs(xs.mean() - 7.5) < 1.5 and abs(ys.mean() - 7.5) < 2.5  # (a triangle's mass sits low)

@@ -26,7 +26,9 @@ FAST = [
     "+data.prepare.progress=false",
     *[f"data.prepare.counts.{k}={v}" for k, v in WORLD.items()],
     "callbacks.samples.every_n_steps=0",
-    "callbacks.samples.prompts=[a photo of a red circle,a photo of two stars]",
+    # a dict (the toy sheet's _target_) is replaced by a list in two steps: delete, then add
+    "~callbacks.samples.rows",
+    "+callbacks.samples.rows=[{label: shapes, prompts: [a photo of a red circle, a photo of two stars]}]",
     "callbacks.samples.seeds=[0]",
     "callbacks.samples.steps=2",
     "callbacks.last.every_n_train_steps=1",
@@ -88,7 +90,8 @@ def compose_train(tiny_dir: Path, world: Path, out: Path, *overrides: str, fast:
     base = [f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.output_dir={out}", f"paths.root_dir={out}"]
     extra = [
         o for o in FAST
-        if (model or not o.startswith(("model.", "callbacks.samples.", "callbacks.best."))) and (shapes or not o.startswith(("data.prepare", "+data.prepare")))
+        if (model or not o.lstrip("~+").startswith(("model.", "callbacks.samples.", "callbacks.best.")))
+        and (shapes or not o.lstrip("~+").startswith("data.prepare"))
     ] if fast else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[*base, *extra, *overrides])

@@ -76,3 +76,35 @@ def test_output_norms(norm):
     if norm == "l2":
         assert torch.allclose(out.norm(dim=-1), torch.ones(1, 16), atol=1e-5)
     assert torch.isfinite(out).all()
+
+
+def test_standardized_input_uses_running_statistics_of_training_batches():
+    c = make(in_norm="standardize", in_norm_momentum=0.5)
+    common = torch.randn(20, 16) * 5  # a large prompt-independent part, as the MLLM's query states have
+    first, second = common + 0.1 * torch.randn(8, 20, 16), common + 0.1 * torch.randn(8, 20, 16)
+    c.train()
+    c(first)  # the first batch sets the statistics ...
+    assert torch.allclose(c.in_norm.mean, first.mean(0)) and torch.allclose(c.in_norm.var, first.var(0, unbiased=False))
+    c(second)  # ... later ones move them by the momentum, with no gradient
+    assert torch.allclose(c.in_norm.mean, (first.mean(0) + second.mean(0)) / 2) and not c.in_norm.mean.requires_grad
+    assert int(c.in_norm.batches) == 2
+    # rows that are not the batch's own conditions (the null condition) are normalised but move nothing
+    mean, var = c.in_norm.mean.clone(), c.in_norm.var.clone()
+    c(common[None], update_statistics=False)
+    assert torch.equal(c.in_norm.mean, mean) and torch.equal(c.in_norm.var, var) and int(c.in_norm.batches) == 2
+    # sampling normalises with the same statistics and does not move them; a row's result does not depend on its batch
+    c.eval()
+    before = c.in_norm.mean.clone()
+    normed = c.in_norm(first)
+    assert torch.equal(c.in_norm.mean, before) and torch.allclose(c.in_norm(first[:1]), normed[:1])
+    # the common part (norm ~5 per feature) is gone and the prompts' variation (0.1) is at unit scale
+    assert normed.mean(0).abs().mean() < 1 and 0.5 < normed.std(0).mean() < 2
+    # the statistics travel with the weights (checkpoints, exports)
+    again = make(in_norm="standardize")
+    again.load_state_dict(c.state_dict())
+    assert torch.equal(again.in_norm.var, c.in_norm.var)
+
+
+def test_unknown_input_norm_is_refused():
+    with pytest.raises(ConfigError, match=r"model.connector.in_norm='batch': use one of \('none', 'standardize'\)"):
+        make(in_norm="batch")

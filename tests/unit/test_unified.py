@@ -148,9 +148,23 @@ def test_dropped_rows_use_the_null_condition(tiny_dir):
     # the dropout mask is the generator's first draw: rows 1 and 2 for this seed
     assert out.dropped.tolist() == (torch.rand(4, generator=torch.Generator().manual_seed(1)) < 0.5).tolist() == [False, True, True, False]
     # The empty-prompt null is the model's own condition for "" — identical for every dropped row.
+    model.eval()  # (in training, encoding "" directly would move the connector's input statistics)
     null = model.null_tokens(model.encode(inputs).tokens)
     assert null.shape == (1, 20, 24)
     assert torch.allclose(null, model.encode(model.mllm.processor([""])).tokens)
+
+
+def test_only_the_batch_moves_the_connectors_input_statistics(tiny_dir):
+    """The null condition of dropped rows is one constant row: it must not pull the running σ² towards 0."""
+    model = build(tiny_dir, "model.cond_dropout.p=0.5", "model.align.weight=0", "model.connector.in_norm=standardize")
+    inputs, images = batch(model, 4)
+    out = model(inputs, images, generator=torch.Generator().manual_seed(1))
+    assert out.dropped.any()
+    stats = model.connector.in_norm
+    with torch.no_grad():  # the first batch sets the statistics: those of the batch's own query states, nothing else
+        hq = model.mllm(inputs, model.queries(4), model.queries.layout.positions)[:, model.queries.layout.query_index]
+    assert int(stats.batches) == 1
+    assert torch.allclose(stats.mean, hq.mean(0), atol=1e-5) and torch.allclose(stats.var, hq.var(0, unbiased=False), atol=1e-5)
 
 
 def test_sampling_size_and_determinism(toy):
@@ -162,14 +176,14 @@ def test_sampling_size_and_determinism(toy):
     assert a.shape == (2, 3, 16, 16) and c.shape == (2, 3, 24, 32)
     assert torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
     assert not torch.equal(a[0], a[1])
-    with pytest.raises(ValueError, match="multiples of 2"):
+    with pytest.raises(ValueError, match="multiples of 4"):
         toy.sample(inputs, 15, 16)
 
 
 def test_generate_returns_pil_and_per_image_seeds(toy):
     toy.eval()
     ims = toy.generate(["a red circle", "a blue star"], num_images=2, seed=10)
-    assert len(ims) == 4 and all(im.size == (16, 16) and im.mode == "RGB" for im in ims)
+    assert len(ims) == 4 and all(im.size == (toy.default_size(),) * 2 and im.mode == "RGB" for im in ims)
     again = toy.generate(["a blue star"], num_images=1, seed=12)  # image 2 of the first call used seed 12
     assert np.array_equal(np.asarray(ims[2]), np.asarray(again[0]))
 

@@ -129,7 +129,9 @@ class WebDataModule(L.LightningDataModule):
         max_pixels: decompression-bomb cap per image.
         recon_prompt: text accompanying reconstruction inputs.
         system_prompt / image_size / prompt_format: the MLLM processor's options (as ``model.mllm``).
-        prepare: optional callable run once by ``prepare_data`` (e.g. generating the shapes world).
+        prepare: optional callable run once by ``prepare_data`` as ``prepare(model_resolution=...)`` with the
+            DiT-side resolution (e.g. generating the shapes world, which refuses a resolution it cannot be
+            read at).
     """
 
     def __init__(
@@ -149,7 +151,7 @@ class WebDataModule(L.LightningDataModule):
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         image_size: int | None = None,
         prompt_format: str = "chat",
-        prepare: Callable[[], Any] | None = None,
+        prepare: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -183,7 +185,7 @@ class WebDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
-            self.prepare()
+            self.prepare(model_resolution=self.resolution)
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:

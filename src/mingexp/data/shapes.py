@@ -1,8 +1,14 @@
 """The shapes toy world: procedural scenes with exact ground truth, in every task's shard format.
 
 A scene is a square canvas (side ``resolution``, 32..512; background RGB(127,127,127)) holding objects of
-six classes drawn filled and anti-aliased inside axis-aligned square boxes (side 15–35 % of the canvas,
-inside the canvas, never overlapping, at least 2 px apart), in the ten GenEval colours:
+six classes drawn filled and anti-aliased in the ten GenEval colours. Objects stand in **slots**: the canvas
+is a ``GRID`` × ``GRID`` lattice of cells (2 × 2), and an object is a square box of side ``OBJECT_FRACTION``
+(0.4) of the canvas centred in its cell, at most one per cell (13 px at the toy model's 32 px, where each
+cell is one 16-px patch of its DiT). Format 4 chose this (experiments/toy_conditioning, fifth round):
+boxes of 15–35 % anywhere on the canvas (format 3) put 5–11 px shapes at hundreds of sub-patch offsets, which
+the toy could not learn in its budget, and left the ground truth ambiguous at 32 px (ceiling 0.82). The
+lattice still gives every GenEval skill its meaning: one to four objects, left / right / above / below
+(a diagonal gives two relations, as GenEval's rule says), colours and colour attribution.
 
 * ``circle``: the inscribed circle; ``square``: the box; ``triangle``: apex at top centre, base along the
   bottom edge; ``diamond``: vertices at the four edge midpoints; ``star``: five-pointed, apex up, inner
@@ -34,6 +40,7 @@ from typing import Iterable
 
 from PIL import Image, ImageDraw, ImageOps
 
+from mingexp.errors import ConfigError
 from mingexp.eval.geneval.rules import box_relations
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
@@ -50,8 +57,13 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 BACKGROUND = (127, 127, 127)
-MIN_BOX, MAX_BOX = 0.15, 0.35  # box side as a fraction of the canvas
-GAP_PX = 2  # minimum gap between boxes
+GRID = 2  # slots per side: objects stand in the cells of a GRID × GRID lattice, one per cell
+OBJECT_FRACTION = 0.4  # an object's box side as a fraction of the canvas (its cell is 1 / GRID of it)
+# The smallest model resolution the world can be read at: the ground truth's GenEval-Shapes overall (the
+# baselines rule, `python -m mingexp.eval.geneval.baselines`) is 1.000 at 32 px and 0.833 at 24 px, where
+# 10-px objects are confused; a model below this is refused, since a low score would then be the world's.
+MIN_MODEL_RESOLUTION = 32
+LEGIBLE_CEILING = 0.97  # the ground-truth score a legible resolution must reach (tests/data/test_shapes.py)
 SUPERSAMPLE = 4  # anti-aliasing: draw at 4× and downsample
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 RELATIONS = ("left of", "right of", "above", "below")
@@ -62,7 +74,7 @@ STYLES = {
     "grayscale": "make it black and white",
     "pixelated": "pixelate the image",
 }
-FORMAT_VERSION = 3  # 2: t2i captions mix GenEval prompts and full descriptions; heldout/vqa; 3: textqa
+FORMAT_VERSION = 4  # 2: t2i captions mix GenEval prompts and full descriptions; heldout/vqa; 3: textqa; 4: slots
 GENEVAL_CAPTION_FRACTION = 0.5  # t2i captions that are GenEval-phrased prompts (the rest: full descriptions)
 
 
@@ -171,23 +183,27 @@ def relations(a: ShapeObject, b: ShapeObject) -> set[str]:
     return box_relations(a.box, b.box)
 
 
-def _fits(candidate: ShapeObject, others: Iterable[ShapeObject]) -> bool:
-    x0, y0, x1, y1 = candidate.box
-    for o in others:
-        ox0, oy0, ox1, oy1 = o.box
-        if x0 < ox1 + GAP_PX and ox0 < x1 + GAP_PX and y0 < oy1 + GAP_PX and oy0 < y1 + GAP_PX:
-            return False
-    return True
+def slot_boxes(resolution: int) -> list[tuple[int, int, int]]:
+    """Every slot's box (left, top, side) in pixels, in raster order (row by row, left to right)."""
+    cell, size = resolution / GRID, round(OBJECT_FRACTION * resolution)
+    offset = (cell - size) / 2
+    return [(round(col * cell + offset), round(row * cell + offset), size) for row in range(GRID) for col in range(GRID)]
 
 
-def place(rng: random.Random, scene: Scene, shape: str, color: str, tries: int = 200, accept=None) -> ShapeObject | None:
-    """A new object at a random free spot (box 15–35 % of the canvas), or None if none is found."""
-    res = scene.resolution
-    lo, hi = max(3, math.ceil(MIN_BOX * res)), max(3, math.floor(MAX_BOX * res))
-    for _ in range(tries):
-        size = rng.randint(lo, hi)
-        obj = ShapeObject(shape, color, rng.randint(0, res - size), rng.randint(0, res - size), size)
-        if _fits(obj, scene.objects) and (accept is None or accept(obj)):
+def slot_of(obj: ShapeObject, resolution: int) -> tuple[int, int]:
+    """(column, row) of the cell an object stands in."""
+    cx, cy = obj.center
+    return int(cx * GRID // resolution), int(cy * GRID // resolution)
+
+
+def place(rng: random.Random, scene: Scene, shape: str, color: str, accept=None) -> ShapeObject | None:
+    """A new object in a random free slot (that ``accept`` takes, when given), or None if there is none."""
+    taken = {(o.x, o.y) for o in scene.objects}
+    free = [box for box in slot_boxes(scene.resolution) if box[:2] not in taken]
+    rng.shuffle(free)
+    for x, y, size in free:
+        obj = ShapeObject(shape, color, x, y, size)
+        if accept is None or accept(obj):
             return obj
     return None
 
@@ -314,6 +330,16 @@ def geneval_shapes_suite(seed: int = 0) -> list[dict]:
     return out
 
 
+def sample_sheet() -> list[dict]:
+    """The toy main job's sample sheet: a row per colour over the six shapes, a counting row and a position row."""
+    rows = [{"label": c, "prompts": [f"a photo of {_a(c + ' ' + s)}" for s in SHAPES]} for c in COLORS]
+    counts = [2, 3, 4, 2, 3, 4]
+    rows.append({"label": "counting", "prompts": [f"a photo of {NUMBER_WORDS[n]} {plural(s)}" for s, n in zip(SHAPES, counts)]})
+    pairs = [(SHAPES[k], SHAPES[(k + 1) % len(SHAPES)]) for k in range(len(SHAPES))]
+    rows.append({"label": "position", "prompts": [f"a photo of {_a(a)} {rel} {_a(b)}" for (a, b), rel in zip(pairs, RELATIONS * 2)]})
+    return rows
+
+
 # -------------------------------------------------------------------------------------------- edits
 def edit_scene(rng: random.Random, scene: Scene) -> tuple[Scene, str] | None:
     """One random edit (add / remove / recolour / move) → (new scene, instruction), or None."""
@@ -339,16 +365,17 @@ def edit_scene(rng: random.Random, scene: Scene) -> tuple[Scene, str] | None:
         color = rng.choice([c for c in COLORS if c != target.color])
         new.objects[index].color = color
         return new, f"make {name} {color}"
+    # move: into the neighbouring slot in that direction, when there is one and it is free
     direction = rng.choice(["left", "right", "top", "bottom"])
-    others = [o for i, o in enumerate(new.objects) if i != index]
-    res = scene.resolution
-    for step in sorted({max(2, res // 8), max(2, res // 5), max(2, res // 4)}, reverse=True):
-        dx, dy = {"left": (-step, 0), "right": (step, 0), "top": (0, -step), "bottom": (0, step)}[direction]
-        moved = ShapeObject(target.shape, target.color, target.x + dx, target.y + dy, target.size)
-        if 0 <= moved.x <= res - moved.size and 0 <= moved.y <= res - moved.size and _fits(moved, others):
-            new.objects[index] = moved
-            return new, f"move {name} to the {direction}"
-    return None
+    col, row = slot_of(target, scene.resolution)
+    dc, dr = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1)}[direction]
+    if not (0 <= col + dc < GRID and 0 <= row + dr < GRID):
+        return None
+    x, y, size = slot_boxes(scene.resolution)[(row + dr) * GRID + col + dc]
+    if any((o.x, o.y) == (x, y) for o in scene.objects):
+        return None
+    new.objects[index] = ShapeObject(target.shape, target.color, x, y, size)
+    return new, f"move {name} to the {direction}"
 
 
 def edit_chain(rng: random.Random, scene: Scene, steps: int) -> tuple[list[Scene], list[str]] | None:
@@ -368,7 +395,7 @@ def edit_chain(rng: random.Random, scene: Scene, steps: int) -> tuple[list[Scene
 
 # ---------------------------------------------------------------------------------------------- vqa
 def questions(rng: random.Random, scene: Scene) -> list[list[str]]:
-    """Short-answer questions about a scene: colour, count, relation, caption."""
+    """Short-answer questions about a scene: colour, shape, count, relation, caption."""
     qa = [["describe the image.", describe(scene)]]
     shapes_present = sorted({o.shape for o in scene.objects})
     if shapes_present:
@@ -376,6 +403,13 @@ def questions(rng: random.Random, scene: Scene) -> list[list[str]]:
         same = [o for o in scene.objects if o.shape == s]
         if len(same) == 1:
             qa.append([f"what colour is the {s}?", same[0].color])
+    colours_present = [o.color for o in scene.objects]
+    unique = [o for o in scene.objects if colours_present.count(o.color) == 1]
+    if unique:
+        # the shape named from its colour: the question that makes the MLLM keep shapes apart (stage 0 without
+        # it read shapes out of its query states at 0.30, the untrained MLLM at 0.97: experiments/toy_conditioning)
+        o = rng.choice(unique)
+        qa.append([f"what shape is the {o.color} object?", o.shape])
     s = rng.choice(SHAPES)
     n = sum(1 for o in scene.objects if o.shape == s)
     qa.append([f"how many {plural(s)} are there?", NUMBER_WORDS.get(n, str(n)) if n else "zero"])
@@ -433,7 +467,8 @@ def _writer(folder: Path, shard_size: int):
     import webdataset as wds
 
     folder.mkdir(parents=True, exist_ok=True)
-    return wds.ShardWriter(str(folder / "%06d.tar"), maxcount=shard_size, verbose=0)
+    # mtime fixed: the same seed writes byte-identical shards, so two worlds compare by their files' hashes
+    return wds.ShardWriter(str(folder / "%06d.tar"), maxcount=shard_size, verbose=0, mtime=0.0)
 
 
 def _iterate(n: int, desc: str, progress: bool):
@@ -545,15 +580,35 @@ def write_shapes(
     return out
 
 
+def check_model_resolution(model_resolution: int | None) -> None:
+    """Refuse a model resolution the world cannot be read at (below :data:`MIN_MODEL_RESOLUTION`)."""
+    if model_resolution is not None and int(model_resolution) < MIN_MODEL_RESOLUTION:
+        raise ConfigError(
+            f"the shapes world cannot be read at the model's {model_resolution} px: its objects would be "
+            f"{OBJECT_FRACTION * int(model_resolution):.0f} px and even the ground truth scores below {LEGIBLE_CEILING} on GenEval-Shapes "
+            f"(0.833 at 24 px, 1.000 at {MIN_MODEL_RESOLUTION} px). Use a DiT whose sample_size × patch gives ≥ {MIN_MODEL_RESOLUTION} px "
+            f"(model.dit.config.sample_size), or data.resolution ≥ {MIN_MODEL_RESOLUTION}."
+        )
+
+
 def prepare_shapes(out: str | Path, resolution: int = 64, seed: int = 0, counts: dict[str, int] | None = None, shard_size: int = 1000,
-                   progress: bool = True) -> Path:
-    """Generate the world into ``out`` unless an identical one is there already (written atomically)."""
+                   progress: bool = True, model_resolution: int | None = None) -> Path:
+    """Generate the world into ``out`` unless an identical one is there already (written atomically).
+
+    A world of another format version, seed or size is regenerated as a whole (never mixed with the new one).
+    ``model_resolution``: the size the model sees the images at, refused when the world is not legible there.
+    """
+    check_model_resolution(model_resolution)
     out = Path(out)
     manifest = {"version": FORMAT_VERSION, "resolution": resolution, "seed": seed, "counts": {**DEFAULT_COUNTS, **(counts or {})},
                 "shard_size": shard_size}
     done = out / "manifest.json"
-    if done.is_file() and json.loads(done.read_text()) == manifest:
-        return out
+    if done.is_file():
+        found = json.loads(done.read_text())
+        if found == manifest:
+            return out
+        if found.get("version") != FORMAT_VERSION:
+            print(f"[mingexp] {out} holds the shapes world of format {found.get('version')}; writing format {FORMAT_VERSION} in its place.", flush=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     write_shapes(tmp, resolution=resolution, seed=seed, counts=counts, shard_size=shard_size, progress=progress)

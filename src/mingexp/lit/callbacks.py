@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -13,16 +13,37 @@ from mingexp.lit.signals import stop_on_sigterm
 from mingexp.models.unified import to_pil
 
 
-def grid(images: list[Image.Image], captions: Sequence[str], columns: int, cell: int = 128) -> Image.Image:
-    """A captioned grid: one column per prompt, one row per seed (images upscaled with NEAREST)."""
-    rows = (len(images) + columns - 1) // columns
-    caption_h = 14
-    canvas = Image.new("RGB", (columns * cell, caption_h + rows * cell), "white")
+def caption_lines(text: str, width: int, lines: int = 2) -> list[str]:
+    """``text`` wrapped into at most ``lines`` lines of ``width`` characters (the last one cut)."""
+    words, out = text.split(), [""]
+    for word in words:
+        if len(out[-1]) + len(word) + (1 if out[-1] else 0) <= width:
+            out[-1] = f"{out[-1]} {word}".strip()
+        elif len(out) < lines:
+            out.append(word[:width])
+        else:
+            break
+    return out
+
+
+def sheet(images: list[Image.Image], rows: Sequence[Mapping[str, Any]], cell: int = 96) -> Image.Image:
+    """A labelled grid: one row per ``rows`` entry (its ``label`` at the left), one cell per prompt with the
+    prompt (less "a photo of") written under its image; images upscaled with NEAREST, in row order."""
+    label_w, caption_h = 64, 24
+    columns = max(len(r["prompts"]) for r in rows)
+    canvas = Image.new("RGB", (label_w + columns * cell, len(rows) * (cell + caption_h)), "white")
     draw = ImageDraw.Draw(canvas)
-    for c, text in enumerate(captions[:columns]):
-        draw.text((c * cell + 2, 1), text[: cell // 6], fill="black")
-    for i, im in enumerate(images):
-        canvas.paste(im.resize((cell, cell), Image.NEAREST), ((i % columns) * cell, caption_h + (i // columns) * cell))
+    k = 0
+    for r, row in enumerate(rows):
+        top = r * (cell + caption_h)
+        for i, line in enumerate(caption_lines(str(row.get("label", "")), label_w // 6 - 1)):
+            draw.text((2, top + cell // 2 - 6 + 11 * i), line, fill="black")
+        for c, prompt in enumerate(row["prompts"]):
+            left = label_w + c * cell
+            canvas.paste(images[k].resize((cell - 2, cell - 2), Image.NEAREST), (left + 1, top + 1))
+            for i, line in enumerate(caption_lines(prompt.removeprefix("a photo of "), cell // 6)):
+                draw.text((left + 2, top + cell + 11 * i), line, fill="black")
+            k += 1
     return canvas
 
 
@@ -40,12 +61,21 @@ def log_image(trainer, key: str, image: Image.Image, caption: str = "") -> None:
 
 
 class SampleImages(L.Callback):
-    """Every ``every_n_steps`` and at the end of training, sample ``prompts`` × ``seeds`` (EMA weights when
-    there is an EMA), save a grid PNG under ``<dirpath>/step_XXXXXXX.png`` (and ``final.png``) and log it."""
+    """Every ``every_n_steps`` and at the end of training, one image per prompt of ``rows`` and seed of
+    ``seeds`` (EMA weights when there is an EMA), saved as a labelled sheet under ``<dirpath>/step_XXXXXXX.png``
+    (and ``final.png``) and logged.
 
-    def __init__(self, prompts: Sequence[str], dirpath: str, seeds: Sequence[int] = (0, 1, 2, 3), every_n_steps: int = 0,
+    Args:
+        rows: ``[{label, prompts}]``, one sheet row each (the toy's: ``mingexp.data.shapes.sample_sheet``, a
+            row per colour over the six shapes, then counting and position prompts).
+        seeds: one sheet block per seed, stacked.
+    """
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], dirpath: str, seeds: Sequence[int] = (0,), every_n_steps: int = 0,
                  steps: int | None = None, guidance_scale: float | None = None) -> None:
-        self.prompts, self.seeds = list(prompts), list(seeds)
+        self.rows = [{"label": str(r.get("label", "")), "prompts": [str(p) for p in r["prompts"]]} for r in rows]
+        self.prompts = [p for r in self.rows for p in r["prompts"]]
+        self.seeds = list(seeds)
         self.dirpath, self.every_n_steps = Path(dirpath), int(every_n_steps)
         self.steps, self.guidance_scale = steps, guidance_scale
         self.written: list[Path] = []
@@ -57,18 +87,21 @@ class SampleImages(L.Callback):
         model = module.model
         was_training = model.training
         model.eval()
-        images: list[Image.Image] = []
+        blocks: list[Image.Image] = []
         with module.sampling_weights(), stop_on_sigterm(trainer):
             inputs = model.mllm.processor(self.prompts).to(module.device)
             size = model.default_size()
             for seed in self.seeds:
                 gens = [torch.Generator().manual_seed(seed * 100_003 + k) for k in range(len(self.prompts))]
                 out = model.sample(inputs, size, size, steps=self.steps, guidance_scale=self.guidance_scale, generator=gens)
-                images += [to_pil(x) for x in out]
+                blocks.append(sheet([to_pil(x) for x in out], [{**r, "label": f"{r['label']} (seed {seed})" if len(self.seeds) > 1 else r["label"]}
+                                                              for r in self.rows]))
         model.train(was_training)
+        image = Image.new("RGB", (blocks[0].width, sum(b.height for b in blocks)), "white")
+        for k, block in enumerate(blocks):
+            image.paste(block, (0, k * blocks[0].height))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
-        image = grid(images, self.prompts, columns=len(self.prompts))
         image.save(path)
         self.written.append(path)
         log_image(trainer, "samples", image, name)

@@ -9,7 +9,7 @@ Trainer config. This module adds:
 * linear warm-up then cosine decay to ``min_lr_ratio`` × lr over the trainer's ``max_steps``;
 * an optional EMA of the trainable weights (``module.ema``), saved in checkpoints, used for sampling;
 * logging of every loss term (``train/flow``, ``train/align/s{s}``), lr per group, gradient norm,
-  samples/s and the data skip counters (``data/skipped/<reason>/<source>``);
+  samples/s, the data skip counters (``data/skipped/<reason>/<source>``) and the prompt-state cache's hit rate;
 * a NaN/inf guard: a non-finite loss skips the step (counted as ``train/nonfinite_steps``; no loss is
   logged for it); more than ``nan_tolerance`` in a row raise :class:`~mingexp.errors.TrainingDiverged`, which
   ends the run non-zero. While a streak lasts :attr:`UnifiedLitModule.nonfinite_streak` is positive and the
@@ -129,6 +129,8 @@ class UnifiedLitModule(L.LightningModule):
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False, batch_size=bs)
         for key, n in self.skipped.items():
             self.log(f"data/skipped/{key}", float(n), on_step=True, on_epoch=False)
+        if self.model.cond_cache is not None:  # share of text-only rows whose MLLM states were read back
+            self.log("train/cond_cache_hit_rate", self.model.cond_cache.hit_rate, on_step=True, on_epoch=False)
         self._grad_norm = float("nan")  # set by on_before_optimizer_step when this step updates the weights
         if not finite:
             # Skip this step: Lightning does no backward / optimizer step when training_step returns None.

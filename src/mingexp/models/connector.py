@@ -11,6 +11,17 @@ a Qwen2 config (``model.connector.config``) or initialised from a Qwen2 checkpoi
 e.g. Qwen2.5-0.5B, whose causal-LM weights are then used bidirectionally; its token embedding table is
 dropped because the connector is fed embeddings, never token ids).
 
+``in_norm``: ``none`` (released) feeds the MLLM states as they are; ``standardize`` first maps each query
+position's each feature to zero mean and unit variance over the prompts seen in training (running
+statistics, updated without gradient, saved with the weights)::
+
+    H̃_q = (H_q − μ) / sqrt(σ² + ε)        μ, σ²: (N, d_mllm), running means over training batches
+
+A frozen MLLM's query states share a large prompt-independent part, and the part that names the prompt is a
+small direction inside it (toy: 0.15–0.35 of the norm); standardised, every direction the prompts vary along
+starts at unit scale, so the DiT's cross-attention learns from it at the rate it learns from a clean input
+(experiments/toy_conditioning, fifth round).
+
 ``mode``: ``joint`` runs all scales as one sequence (tokens of different scales attend to each other);
 ``per_scale`` runs each scale on its own (the released code). ``dit_tokens``: ``all`` feeds every scale's
 tokens to the DiT (Σ s² tokens, one diffusion pass); ``finest`` only the largest scale's (what the
@@ -29,13 +40,51 @@ from mingexp.errors import ConfigError, checkpoint_dir
 from mingexp.models.queries import QueryLayout
 
 CONNECTOR_MODES = ("joint", "per_scale")
+IN_NORMS = ("none", "standardize")
 DIT_TOKENS = ("all", "finest")
 OUT_NORMS = ("rms", "l2", "none")
+
+
+class NoInputNorm(nn.Module):
+    """``in_norm: none``: the MLLM states as they are (the released connector)."""
+
+    def forward(self, x: torch.Tensor, update: bool = True) -> torch.Tensor:
+        return x
 
 
 class L2Norm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(x, dim=-1)
+
+
+class RunningStandardize(nn.Module):
+    """(B, N, D) ↦ (x − μ) / sqrt(σ² + ε) per position and feature, μ / σ² running averages of training inputs.
+
+    Unlike batch norm, training and sampling normalise with the same running statistics (a batch's own
+    statistics would make a row's condition depend on the other rows); the first training batch sets them,
+    later ones move them by ``momentum``. Buffers, not parameters: nothing here is trained. Only the batch's own
+    conditions update them (``update``): the null condition a training step encodes for its dropped rows is
+    one constant row, whose zero variance would pull σ² towards 0 at every step.
+    """
+
+    def __init__(self, positions: int, width: int, momentum: float = 0.01, eps: float = 1e-4) -> None:
+        super().__init__()
+        if not 0 < momentum <= 1:
+            raise ConfigError(f"model.connector.in_norm_momentum={momentum}: must be in (0, 1].")
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.register_buffer("mean", torch.zeros(positions, width))
+        self.register_buffer("var", torch.ones(positions, width))
+        self.register_buffer("batches", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor, update: bool = True) -> torch.Tensor:
+        if self.training and update:
+            with torch.no_grad():  # statistics of the (frozen) inputs: no gradient flows into them
+                mean, var = x.float().mean(0), x.float().var(0, unbiased=False)
+                rate = 1.0 if int(self.batches) == 0 else self.momentum
+                self.mean.lerp_(mean, rate)
+                self.var.lerp_(var, rate)
+                self.batches += 1
+        return ((x.float() - self.mean) * torch.rsqrt(self.var + self.eps)).to(x.dtype)
 
 
 def _bidirectional(model: nn.Module) -> nn.Module:
@@ -72,13 +121,18 @@ class Connector(nn.Module):
         mode: str = "joint",
         dit_tokens: str = "all",
         out_norm: str = "rms",
+        in_norm: str = "none",
+        in_norm_momentum: float = 0.01,
     ) -> None:
         super().__init__()
-        for key, value, allowed in (("mode", mode, CONNECTOR_MODES), ("dit_tokens", dit_tokens, DIT_TOKENS), ("out_norm", out_norm, OUT_NORMS)):
+        for key, value, allowed in (("mode", mode, CONNECTOR_MODES), ("dit_tokens", dit_tokens, DIT_TOKENS), ("out_norm", out_norm, OUT_NORMS),
+                                    ("in_norm", in_norm, IN_NORMS)):
             if value not in allowed:
                 raise ConfigError(f"model.connector.{key}={value!r}: use one of {allowed}.")
         self.mode, self.dit_tokens, self.layout = mode, dit_tokens, layout
         hidden = int(transformer.config.hidden_size)
+        positions = sum(s * s for s in layout.scales)
+        self.in_norm = RunningStandardize(positions, in_width, in_norm_momentum) if in_norm == "standardize" else NoInputNorm()
         self.proj_in = nn.Linear(in_width, hidden)
         self.transformer = _bidirectional(transformer)
         self.proj_out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out_width))
@@ -97,6 +151,8 @@ class Connector(nn.Module):
         mode: str = "joint",
         dit_tokens: str = "all",
         out_norm: str = "rms",
+        in_norm: str = "none",
+        in_norm_momentum: float = 0.01,
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
         declared_out_width: int | None = None,
@@ -126,7 +182,8 @@ class Connector(nn.Module):
         transformer.embed_tokens = None
         if gradient_checkpointing:
             transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return cls(in_width, out_width, transformer, layout, mode=mode, dit_tokens=dit_tokens, out_norm=out_norm)
+        return cls(in_width, out_width, transformer, layout, mode=mode, dit_tokens=dit_tokens, out_norm=out_norm, in_norm=in_norm,
+                   in_norm_momentum=in_norm_momentum)
 
     @property
     def hidden_size(self) -> int:
@@ -141,18 +198,20 @@ class Connector(nn.Module):
     def _stack(self, x: torch.Tensor) -> torch.Tensor:
         return self.transformer(inputs_embeds=x, use_cache=False).last_hidden_state
 
-    def forward(self, queries: torch.Tensor) -> dict[int, torch.Tensor]:
+    def forward(self, queries: torch.Tensor, update_statistics: bool = True) -> dict[int, torch.Tensor]:
         """Map query hidden states to caption tokens.
 
         Args:
             queries: (B, Σ s², d_mllm) MLLM hidden states of the query tokens (boundary tokens removed).
+            update_statistics: in training, whether these rows move ``in_norm``'s running statistics (False for
+                the null condition).
 
         Returns:
             per scale s, (B, s², C_cap) caption tokens (every scale, also those the DiT does not see:
             the alignment loss may use them).
         """
-        # 1. project into the connector width
-        x = self.proj_in(queries)
+        # 1. (optionally standardise, then) project into the connector width
+        x = self.proj_in(self.in_norm(queries, update=update_statistics))
         # 2. bidirectional transformer, jointly or scale by scale
         if self.mode == "joint":
             x = self._stack(x)

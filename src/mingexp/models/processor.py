@@ -67,6 +67,18 @@ class MLLMInputs:
     def batch_size(self) -> int:
         return self.input_ids.shape[0]
 
+    def select(self, rows: Sequence[int], image_pad_id: int) -> "MLLMInputs":
+        """The batch of ``rows`` (in that order). Only rows without images may be left out, so that
+        ``pixel_values`` / ``image_grid_thw`` (every image in batch order) stay valid as they are."""
+        rows = list(rows)
+        left_out = sorted(set(range(self.batch_size)) - set(rows))
+        if left_out and bool((self.input_ids[left_out] == image_pad_id).any()):
+            raise ValueError("MLLMInputs.select can only leave out rows without images.")
+        if rows != sorted(rows) and self.pixel_values is not None:
+            raise ValueError("MLLMInputs.select keeps rows with images in batch order.")
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return MLLMInputs(self.input_ids[rows], self.attention_mask[rows], self.pixel_values, self.image_grid_thw, pick(self.labels))
+
     def to(self, device: torch.device | str) -> "MLLMInputs":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return MLLMInputs(

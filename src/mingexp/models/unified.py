@@ -34,6 +34,7 @@ from mingexp.diffusion.flow import ConditionDropout, FlowMatching
 from mingexp.diffusion.sampler import FlowSampler
 from mingexp.errors import ConfigError
 from mingexp.models.align import ALIGN_TARGETS, MultiScaleAlignment
+from mingexp.models.cond_cache import PromptStateCache
 from mingexp.models.connector import Connector
 from mingexp.models.dit import BlockTap, dit_width, num_blocks
 from mingexp.models.mllm import FrozenMLLM
@@ -93,9 +94,12 @@ class UnifiedModel(nn.Module):
         align_weight: float = 0.0,
         align_layer: int | None = None,
         align_target: str = "connector",
+        cond_cache: PromptStateCache | None = None,
     ) -> None:
         super().__init__()
         self.mllm, self.queries, self.connector, self.dit, self.vae = mllm, queries, connector, dit, vae
+        # Not a module and not saved: text-only prompts' MLLM states, valid while the query block is frozen.
+        self.cond_cache = cond_cache
         self.flow, self.sampler, self.cond_dropout = flow, sampler, cond_dropout
         self.align = align
         self.align_weight = float(align_weight)
@@ -120,17 +124,22 @@ class UnifiedModel(nn.Module):
         return next(self.queries.parameters()).device
 
     # -------------------------------------------------------------- condition
-    def encode(self, inputs: MLLMInputs) -> Condition:
-        """The condition path: prompt + query block → MLLM → connector."""
+    def encode(self, inputs: MLLMInputs, update_statistics: bool = True) -> Condition:
+        """The condition path: prompt + query block → MLLM → connector (``update_statistics``: see
+        :meth:`Connector.forward`)."""
         layout = self.queries.layout
         # 1. the learnable query block Z_input (eqs. 1–3): (B, L_q, d)
         block = self.queries(inputs.batch_size)
-        # 2. frozen MLLM over prompt ⊕ block, hidden states at the block: (B, L_q, d)
-        h = self.mllm(inputs, block, layout.positions)
+        # 2. frozen MLLM over prompt ⊕ block, hidden states at the block: (B, L_q, d) (text-only prompts read
+        #    back from the cache when the block is frozen, mingexp.models.cond_cache)
+        if self.cond_cache is not None:
+            h = self.cond_cache(self.mllm, inputs, block, layout.positions)
+        else:
+            h = self.mllm(inputs, block, layout.positions)
         # 3. keep the queries, drop the boundary tokens: (B, Σs², d)
         hq = h[:, layout.query_index.to(h.device)]
         # 4. connector → caption tokens per scale {s: (B, s², C_cap)}, and the DiT's token set (B, T, C_cap)
-        per_scale = self.connector(hq)
+        per_scale = self.connector(hq, update_statistics)
         return Condition(self.connector.dit_condition(per_scale), per_scale, dict(zip(layout.scales, layout.split(hq))))
 
     def null_tokens(self, like: torch.Tensor) -> torch.Tensor:
@@ -138,7 +147,8 @@ class UnifiedModel(nn.Module):
         if self.cond_dropout.null_condition == "zeros":
             return torch.zeros_like(like[:1])
         empty = self.mllm.processor([""]).to(like.device)
-        return self.encode(empty).tokens
+        # one constant row: it must not move the connector's running input statistics
+        return self.encode(empty, update_statistics=False).tokens
 
     # ---------------------------------------------------------------- training
     def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
@@ -287,12 +297,13 @@ def build_model(
     queries: Mapping[str, Any] | None = None,
     connector: Mapping[str, Any] | None = None,
     align: Mapping[str, Any] | None = None,
+    cond_cache: PromptStateCache | None = None,
     seed: int = 0,
 ) -> UnifiedModel:
     """Assemble a :class:`UnifiedModel`, deriving every width from the loaded parts.
 
-    ``mllm``, ``dit``, ``vae``, ``flow``, ``sampler`` and ``cond_dropout`` arrive instantiated (their
-    ``_target_`` in ``conf/model/``); ``queries``, ``connector`` and ``align`` are option dicts whose
+    ``mllm``, ``dit``, ``vae``, ``flow``, ``sampler``, ``cond_dropout`` and the optional ``cond_cache``
+    arrive instantiated (their ``_target_`` in ``conf/model/``); ``queries``, ``connector`` and ``align`` are option dicts whose
     widths follow from the others, so they are built here. Fails before any step on incompatible widths.
     """
     queries, connector, align = _plain(queries) or {}, dict(_plain(connector) or {}), dict(_plain(align) or {})
@@ -336,5 +347,6 @@ def build_model(
             target_width = (caption if target == "connector" else d_mllm) if mode == "semantic" else vae.latent_channels * p * p
             head = _section(MultiScaleAlignment, align, "model.align", dit_width=dit_width(dit), target_width=target_width, scales=q.scales, patch_size=p)
     return UnifiedModel(
-        mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, align_weight=weight, align_layer=layer, align_target=target
+        mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, align_weight=weight, align_layer=layer, align_target=target,
+        cond_cache=cond_cache,
     )

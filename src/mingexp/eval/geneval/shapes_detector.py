@@ -5,8 +5,8 @@ background, at least 2 px apart. Detection, per image:
 
 1. foreground = pixels farther than ``fg_threshold`` (max over RGB) from the background colour;
 2. connected components of the foreground (4-connectivity); components under ``min_area`` are noise, and
-   components over ``max_area`` are not objects either (the world's largest box covers 0.35² ≈ 12 % of
-   the image: a bigger blob is a stained background, e.g. pure noise is one image-sized component);
+   components over ``max_area`` are not objects either (the world's boxes cover 0.4² = 16 % of the image:
+   a bigger blob is a stained background, e.g. pure noise is one image-sized component);
 3. colour = the palette colour nearest to the median of the component's most saturated half (its
    anti-aliased rim blends towards grey and is left out);
 4. coverage = per-pixel |pixel − background| / |colour − background| (a soft mask that undoes the

@@ -1,0 +1,146 @@
+"""Where a training step of the toy main job goes: data wait, MLLM, connector, DiT forward, backward, optimizer.
+
+Builds the real toy configuration from ``conf/`` (``model=toy data=shapes module=unified``, the stage-0 toy
+MLLM at ``.cache/toy/mllm``; ``make train`` writes it) and runs the LightningModule's own ``training_step``
+by hand (no Trainer, so the timers see only the step) on the real data loader with the main job's data
+workers, so "data" is the time the step waited for its batch while the worker shared the cores. The forward
+of each part is timed with forward hooks; "backward" is everything between the loss and the optimizer step.
+
+Two configurations run in the same process on the same batches:
+
+* ``before``: the frozen MLLM runs for every row (``model.cond_cache=null``), plus ``--before`` overrides;
+* ``after``: the toy preset, where text-only prompts' MLLM states are read back from the prompt-state cache
+  (:mod:`mingexp.models.cond_cache`), plus ``--after`` overrides.
+
+The cache's gain grows as a run sees its captions again, so ``--skip N`` first passes the stream's first N
+batches through the condition path untimed (filling the cache as N steps of the main job would) and times
+the batches after them. Prints the breakdown in ms per step, the cache's hit rate and the ratio before / after.
+
+    python benchmarks/step_time.py                              # 40 timed steps after 1000 skipped
+    python benchmarks/step_time.py --steps 60 --skip 0          # a run's first steps
+    python benchmarks/step_time.py --after model.dit.config.patch_size=8   # any override of either side
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from mingexp.models.processor import MLLMInputs
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PARTS = ("data", "mllm", "connector", "dit_forward", "backward", "optimizer")
+
+
+@contextmanager
+def forward_timers(modules: dict[str, torch.nn.Module], store: dict[str, float]):
+    """Adds each module's forward wall time (ms) into ``store[name]`` while the block runs."""
+    handles, started = [], {}
+    for name, module in modules.items():
+        handles.append(module.register_forward_pre_hook(lambda m, a, name=name: started.__setitem__(name, time.perf_counter())))
+        handles.append(module.register_forward_hook(
+            lambda m, a, o, name=name: store.__setitem__(name, store.get(name, 0.0) + (time.perf_counter() - started[name]) * 1000)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def build(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_dir=/tmp/mingexp_step_time", *overrides])
+    torch.manual_seed(int(cfg.seed))
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.module)
+    model = module.model
+    datamodule.set_resolution(model.default_size(), model.vae.spatial_factor * model.dit.config.patch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module.log = lambda *a, **k: None  # no trainer to log to
+    return module, datamodule
+
+
+def stream(datamodule):
+    """Batches epoch after epoch, the datamodule keeping its position as under the Trainer."""
+    loader = datamodule.train_dataloader()
+    while True:
+        for batch in loader:
+            yield datamodule.on_before_batch_transfer(batch, 0)
+
+
+def run(module, datamodule, steps: int, warmup: int, skip: int) -> dict[str, float]:
+    """Median ms per step of each part over ``steps`` steps, after ``skip`` untimed batches and ``warmup`` steps."""
+    model = module.model
+    optimizer = module.configure_optimizers()["optimizer"]
+    model.train()
+    loader = stream(datamodule)
+    with torch.no_grad():
+        for batch in itertools.islice(loader, skip):  # the cache fills as in the first `skip` steps of a run
+            text = [r for r, ids in enumerate(batch.mllm.input_ids) if model.mllm.processor.image_pad_id not in ids]
+            if model.cond_cache is not None and text:
+                model.encode(MLLMInputs(batch.mllm.input_ids[text], batch.mllm.attention_mask[text], None, None))
+    if model.cond_cache is not None:
+        model.cond_cache.hits = model.cond_cache.misses = 0  # the hit rate of the timed steps only
+    times: dict[str, list[float]] = {p: [] for p in (*PARTS, "other_forward", "step")}
+    parts = {"mllm": model.mllm, "connector": model.connector, "dit_forward": model.dit}
+    for i in range(warmup + steps):
+        t_data = time.perf_counter()
+        batch = next(loader)
+        forward: dict[str, float] = {}
+        with forward_timers(parts, forward):
+            t0 = time.perf_counter()
+            loss = module.training_step(batch, i)
+            t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        if i < warmup:
+            continue
+        times["data"].append((t0 - t_data) * 1000)
+        for name in parts:
+            times[name].append(forward.get(name, 0.0))
+        times["other_forward"].append((t1 - t0) * 1000 - sum(forward.get(n, 0.0) for n in parts))
+        times["backward"].append((t2 - t1) * 1000)
+        times["optimizer"].append((t3 - t2) * 1000)
+        times["step"].append((t3 - t_data) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--skip", type=int, default=1000, help="untimed batches first (the point of a run the steps come from)")
+    parser.add_argument("--before", nargs="*", default=[], help="Hydra overrides of the 'before' side")
+    parser.add_argument("--after", nargs="*", default=[], help="Hydra overrides of the 'after' side")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of both sides")
+    args = parser.parse_args()
+
+    results = {}
+    for name, extra in (("before", ["model.cond_cache=null", *args.before]), ("after", args.after)):
+        module, datamodule = build([*args.overrides, *extra])
+        results[name] = run(module, datamodule, args.steps, args.warmup, args.skip)
+        cache = module.model.cond_cache
+        print(f"{name}: {args.steps} steps of {datamodule.batch_size} after {args.skip} skipped, {datamodule.num_workers} data worker(s)"
+              + (f"; prompt-state cache {cache.stats()}" if cache is not None else "; no prompt-state cache"), flush=True)
+    print(f"{'part (median ms)':<18}" + "".join(f"{n:>12}" for n in results) + f"{'ratio':>10}")
+    for part in (*PARTS, "other_forward", "step"):
+        a, b = results["before"][part], results["after"][part]
+        print(f"{part:<18}{a:>12.1f}{b:>12.1f}{(a / b if b > 0.05 else float('nan')):>10.2f}")
+    print(f"ratio before/after per step: {results['before']['step'] / results['after']['step']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
