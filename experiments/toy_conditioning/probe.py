@@ -126,13 +126,10 @@ def condition_spread(model) -> dict[str, float]:
 
 def geneval_shapes(model, out: Path, images_per_prompt: int) -> dict[str, float]:
     """GenEval-Shapes on the whole suite (``images_per_prompt`` each): overall and the six tags."""
-    import json
-
-    from mingexp.data.shapes import geneval_shapes_suite
+    from mingexp.data.shapes import write_geneval_shapes_metadata
     from mingexp.eval.geneval.evaluator import GenEvalEval
 
-    metadata = out / "geneval_shapes_metadata.jsonl"
-    metadata.write_text("".join(json.dumps(m) + "\n" for m in geneval_shapes_suite()))
+    metadata = write_geneval_shapes_metadata(out / "geneval_shapes_metadata.jsonl")
     values, _ = GenEvalEval(str(metadata), ShapesDetector(), images_per_prompt=images_per_prompt, track="shapes")(model)
     return {k: v for k, v in values.items() if k not in ("missing", "correct_prompts")}
 

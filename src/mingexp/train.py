@@ -67,6 +67,14 @@ def _kept(output_dir: Path, prefer: str = "last.ckpt") -> str:
     return f"no checkpoint in {folder} (no step was finished)"
 
 
+def match_data_to_model(datamodule: Any, module: Any) -> None:
+    """Images at the loaded model's native size, in multiples of its DiT's patch in pixels (a unified model
+    and a datamodule that can resize; the toy-MLLM stage has neither)."""
+    model = getattr(module, "model", None)
+    if hasattr(model, "default_size") and hasattr(datamodule, "set_resolution"):
+        datamodule.set_resolution(model.default_size(), model.vae.spatial_factor * model.dit.config.patch_size)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg`` and fit. Returns the final metrics and where the outputs are."""
     _check(cfg)
@@ -84,9 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     # 2. the LightningModule, which builds the model (every width read from the loaded checkpoints)
     module = instantiate(cfg.module)
-    model = getattr(module, "model", None)
-    if hasattr(model, "default_size") and hasattr(datamodule, "set_resolution"):
-        datamodule.set_resolution(model.default_size(), model.vae.spatial_factor * model.dit.config.patch_size)
+    match_data_to_model(datamodule, module)
     if rank_zero_only.rank == 0:
         # Lightning's own data hooks, run before the trainer exists: a data source matching no shard fails here
         # with its one-line message and leaves no checkpoint (inside fit it would be a traceback and an

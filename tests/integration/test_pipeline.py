@@ -129,7 +129,7 @@ def test_incomplete_or_foreign_export_folders_are_refused(exported, tmp_path):
 
 
 class Payload:
-    """A pickle that, when loaded with ``torch.load(weights_only=False)``, creates ``marker``: the attack."""
+    """A pickle whose unpickling calls ``Path.touch(marker)``: what an unsafe ``torch.load`` of it would run."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -166,10 +166,14 @@ def test_a_malicious_export_folder_is_refused_and_runs_nothing(exported, tmp_pat
     edit, refused = ATTACKS[attack]
     folder = malicious_copy(exported[1], tmp_path / "evil", edit)
     torch.save({"weights": Payload(folder / "marker")}, folder / "payload.pt")
-    if attack == "torch.load":  # the payload is live: loading it unsafely runs it
-        torch.load(folder / "payload.pt", weights_only=False)
-        assert (folder / "marker").is_file()
-        (folder / "marker").unlink()
+    if attack == "torch.load":  # the payload is live: it calls Path.touch, which only a weights_only load refuses
+        import pickle
+        import zipfile
+
+        with zipfile.ZipFile(folder / "payload.pt") as z:
+            assert b"touch" in z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+            torch.load(folder / "payload.pt", weights_only=True)
     with pytest.raises(ConfigError, match=refused):
         MingUniPipeline.from_pretrained(folder)
     from mingexp.generate import main

@@ -330,6 +330,14 @@ def geneval_shapes_suite(seed: int = 0) -> list[dict]:
     return out
 
 
+def write_geneval_shapes_metadata(path: str | Path, seed: int = 0) -> Path:
+    """The GenEval-Shapes suite as an ``evaluation_metadata.jsonl`` (GenEval's schema) at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(m) + "\n" for m in geneval_shapes_suite(seed)))
+    return path
+
+
 def sample_sheet() -> list[dict]:
     """The toy main job's sample sheet: a row per colour over the six shapes, a counting row and a position row."""
     rows = [{"label": c, "prompts": [f"a photo of {_a(c + ' ' + s)}" for s in SHAPES]} for c in COLORS]
@@ -406,8 +414,8 @@ def questions(rng: random.Random, scene: Scene) -> list[list[str]]:
     colours_present = [o.color for o in scene.objects]
     unique = [o for o in scene.objects if colours_present.count(o.color) == 1]
     if unique:
-        # the shape named from its colour: the question that makes the MLLM keep shapes apart (stage 0 without
-        # it read shapes out of its query states at 0.30, the untrained MLLM at 0.97: experiments/toy_conditioning)
+        # the shape named from its colour: understanding that needs the MLLM to keep shapes apart in its states
+        # (what the generator reads them from: experiments/toy_conditioning, fifth round)
         o = rng.choice(unique)
         qa.append([f"what shape is the {o.color} object?", o.shape])
     s = rng.choice(SHAPES)
@@ -571,12 +579,7 @@ def write_shapes(
         for i in range(counts["heldout"]):
             scene = random_base(rng)
             sink.write({"__key__": f"heldvqa{i:07d}", "png": _png(render(scene)), "json": json.dumps({"qa": questions(rng, scene), "scene": scene.to_json()})})
-    # the GenEval-Shapes prompt suite
-    suite = out / "geneval_shapes"
-    suite.mkdir(parents=True, exist_ok=True)
-    with open(suite / "evaluation_metadata.jsonl", "w") as f:
-        for m in geneval_shapes_suite(seed):
-            f.write(json.dumps(m) + "\n")
+    write_geneval_shapes_metadata(out / "geneval_shapes" / "evaluation_metadata.jsonl", seed)  # the prompt suite
     return out
 
 

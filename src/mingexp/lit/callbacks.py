@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -14,16 +15,8 @@ from mingexp.models.unified import to_pil
 
 
 def caption_lines(text: str, width: int, lines: int = 2) -> list[str]:
-    """``text`` wrapped into at most ``lines`` lines of ``width`` characters (the last one cut)."""
-    words, out = text.split(), [""]
-    for word in words:
-        if len(out[-1]) + len(word) + (1 if out[-1] else 0) <= width:
-            out[-1] = f"{out[-1]} {word}".strip()
-        elif len(out) < lines:
-            out.append(word[:width])
-        else:
-            break
-    return out
+    """``text`` wrapped into at most ``lines`` lines of ``width`` characters (the rest dropped)."""
+    return textwrap.wrap(text, width, max_lines=lines, placeholder="")
 
 
 def sheet(images: list[Image.Image], rows: Sequence[Mapping[str, Any]], cell: int = 96) -> Image.Image:
