@@ -3,13 +3,27 @@
     python -m mingexp.report outputs/ms_align/multiruns/<time> --out experiments/ms_align
 
 Reads every run folder under the given roots that has ``.hydra/config.yaml`` (the job's composed config)
-and a ``metrics.csv`` (Lightning's CSVLogger; ``logger=wandb`` writes one beside W&B). A run's value of a
-metric is its end-of-training evaluation (``eval_final/<metric>``), else its last in-training value
-(``eval/<metric>``). Works unchanged on a cluster sweep of the same command: only the folders differ.
+and a ``metrics.csv`` (Lightning's CSVLogger; ``logger=wandb`` writes one beside W&B; a resumed job's several
+files are merged by step). A run's value of a metric is its end-of-training evaluation
+(``eval_final/<metric>``), else its last in-training value (``eval/<metric>``). Works unchanged on a cluster
+sweep of the same command: only the folders differ.
 
-Effects: for a two-level factor, Δ = mean(high) − mean(low) over all runs at each level (the other factor
+Partial sweeps: a run is *complete* when it wrote ``finished.json`` (its last act, :mod:`mingexp.lit.resume`;
+sweeps from before that file: when it logged ``eval_final/`` values). Incomplete runs are listed and left out
+of every statistic; a sweep folder's ``multirun.yaml`` says which jobs the command asked for, so jobs that
+never started are listed too, and a cell with fewer complete runs than asked is marked incomplete. Continue
+the sweep with its command plus ``+resume_sweep=<sweep folder>`` and report again.
+
+Effects: for a two-level factor, Δ = mean(high) − mean(low) over all runs at each level (the other factors
 averaged over, seeds as replicates), with a Welch t 95 % interval. A claim is *reproduced* when the whole
-interval is above 0, *contradicted* when it is below, *inconclusive* otherwise.
+interval is above 0 and reaches the paper's claimed Δ (*positive, smaller than claimed* when the interval is
+above 0 but below the claim), *contradicted* when it is below 0, *inconclusive* otherwise (*the claimed size is
+excluded* when the interval contains 0 but not the claim). Beside it, the minimum
+detectable effect at the sweep's size (two-sided α = 0.05, power 0.8, from the pooled within-cell σ)::
+
+    MDE = (t_{0.975, df} + t_{0.8, df}) · σ · √(2 / n)        n = runs per level, df = runs − cells
+
+and the seeds per cell at which the MDE falls below the paper's claimed Δ.
 """
 
 from __future__ import annotations
@@ -26,15 +40,28 @@ from typing import Sequence
 
 from omegaconf import OmegaConf
 
-# what the ms_align study varies, and the paper's claims about it
-FACTORS = {"scales": "model.queries.scales", "align": "model.align.weight"}
-METRICS = ("geneval_shapes/overall", "recon/psnr", "recon/ssim", "edit/success", "geneval_shapes/colors", "geneval_shapes/single_object")
+from mingexp.lit.resume import FINISHED, JOB
+
+# what the ms_align study varies (a factor shows in the tables only when a sweep varies it), and the paper's claims
+FACTORS = {
+    "scales": "model.queries.scales",
+    "align": "model.align.weight",
+    "align_mode": "model.align.mode",
+    "queries_trainable": "model.queries.trainable",
+    "queries_lr": "module.lr.queries",
+}
+METRICS = ("geneval_shapes/overall", "geneval_shapes/seen/overall", "geneval_shapes/unseen/overall", "recon/psnr", "recon/ssim",
+           "edit/success", "geneval_shapes/colors", "geneval_shapes/single_object")
+# a scale layout by name (resolved at the DiT grid, mingexp.models.queries.resolve_scales) or, in sweeps from
+# before the names, by the paper's lists
+FINEST, PYRAMID = ("finest", "[16]"), ("pyramid", "[4, 8, 16]")
 CLAIMS = (
-    # (factor, low level, high level, metric, paper's claimed Δ, text)
-    ("scales", "[16]", "[4, 8, 16]", "geneval_shapes/overall", 0.035, "multi-scale tokens add 3.5 % GenEval"),
-    ("align", "0.0", "1.0", "geneval_shapes/overall", 0.015, "alignment adds 1.5 % GenEval"),
-    ("align", "0.0", "1.0", "recon/psnr", 2.0, "alignment adds > 2 dB reconstruction PSNR"),
+    # (factor, low levels, high levels, metric, paper's claimed Δ, text)
+    ("scales", FINEST, PYRAMID, "geneval_shapes/overall", 0.035, "multi-scale tokens add 3.5 % GenEval"),
+    ("align", ("0.0",), ("1.0",), "geneval_shapes/overall", 0.015, "alignment adds 1.5 % GenEval"),
+    ("align", ("0.0",), ("1.0",), "recon/psnr", 2.0, "alignment adds > 2 dB reconstruction PSNR"),
 )
+ALPHA, POWER = 0.05, 0.8
 
 
 @dataclass
@@ -44,6 +71,8 @@ class Run:
     seed: int
     final: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    complete: bool = False
+    wall_s: float | None = None  # from the job's composed config to its finished.json
 
 
 def _level(value) -> str:
@@ -52,37 +81,70 @@ def _level(value) -> str:
     return str(float(value)) if isinstance(value, (int, float)) else str(value)
 
 
-def read_run(folder: Path, factors: dict[str, str] = FACTORS) -> Run | None:
-    """One job folder → its factor levels, seed, final metrics and curves (None when it has no metrics)."""
-    files = sorted(folder.rglob("metrics.csv"))
-    if not files:
-        return None
+def read_run(folder: Path, factors: dict[str, str] = FACTORS) -> Run:
+    """One job folder → its factor levels, seed, final metrics, curves and whether it finished."""
     cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    run = Run(folder, {name: _level(OmegaConf.select(cfg, key)) for name, key in factors.items()}, int(cfg.get("seed", 0)))
-    with open(files[0]) as f:
-        for row in csv.DictReader(f):
-            step = int(float(row.get("step") or 0))
-            for key, value in row.items():
-                if not value or not key.startswith(("eval/", "eval_final/")):
-                    continue
-                metric = key.split("/", 1)[1]
-                if key.startswith("eval_final/"):
-                    run.final[metric] = float(value)
-                else:
-                    run.curves.setdefault(metric, []).append((step, float(value)))
+    levels = {name: _level(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)) for name, key in factors.items()}
+    run = Run(folder, levels, int(cfg.get("seed", 0)))
+    rows = []
+    for path in sorted(folder.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime):  # a resumed job may hold several
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    curves: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in sorted(rows, key=lambda r: int(float(r.get("step") or 0))):  # stable: a later file wins a repeated step
+        step = int(float(row.get("step") or 0))
+        for key, value in row.items():
+            if not value or not key or not key.startswith(("eval/", "eval_final/")):
+                continue
+            metric = key.split("/", 1)[1]
+            if key.startswith("eval_final/"):
+                run.final[metric] = float(value)
+            else:
+                curves[metric][step] = float(value)
+    run.curves = {m: sorted(points.items()) for m, points in curves.items()}
+    finished = folder / FINISHED
+    run.complete = finished.is_file() or (not finished.exists() and bool(run.final) and not _has_resume_record(folder))
+    if finished.is_file():
+        run.wall_s = finished.stat().st_mtime - (folder / ".hydra" / "config.yaml").stat().st_mtime
     for metric, points in run.curves.items():
         run.final.setdefault(metric, points[-1][1])
     return run
 
 
+def _has_resume_record(folder: Path) -> bool:
+    """A job started by a framework that writes finished.json: without that file it did not finish."""
+    return (folder / JOB).is_file()
+
+
 def find_runs(roots: Sequence[str | Path], factors: dict[str, str] = FACTORS) -> list[Run]:
-    runs = []
+    """Every job folder under ``roots`` (complete or not); a folder without metrics.csv has no values yet."""
+    return [read_run(cfg.parent.parent, factors) for root in roots for cfg in sorted(Path(root).rglob(".hydra/config.yaml"))
+            if cfg.parent.parent.name != ".hydra"]
+
+
+def missing_jobs(roots: Sequence[str | Path]) -> list[dict]:
+    """Jobs a sweep's command asked for (its ``multirun.yaml``) that have no folder yet: never started.
+
+    Each is given by the values of the swept keys, e.g. ``{"sweep": <folder>, "job": ["seed=2"]}``.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, missing = OverridesParser.create(), []
     for root in roots:
-        for cfg in sorted(Path(root).rglob(".hydra/config.yaml")):
-            run = read_run(cfg.parent.parent, factors)
-            if run is not None:
-                runs.append(run)
-    return runs
+        for spec in sorted(Path(root).rglob("multirun.yaml")):
+            sweep = spec.parent
+            task = OmegaConf.to_container(OmegaConf.load(spec).hydra.overrides.task, resolve=False)  # as typed: ${seed} stays
+            jobs = [[]]  # the swept keys' values of every job, in Hydra's order
+            for o in parser.parse_overrides(task):
+                if o.is_sweep_override():
+                    jobs = [j + [f"{o.key_or_group}={v}"] for j in jobs for v in o.sweep_string_iterator()]
+            swept = {line.split("=", 1)[0] for line in jobs[0]}
+            started = set()
+            for f in sweep.glob("*/.hydra/overrides.yaml"):  # what each started job ran with (Hydra normalises the text)
+                done = parser.parse_overrides(OmegaConf.to_container(OmegaConf.load(f), resolve=False))
+                started.add(tuple(sorted(f"{o.key_or_group}={o.get_value_element_as_str()}" for o in done if o.key_or_group in swept)))
+            missing += [{"sweep": str(sweep), "job": j} for j in jobs if tuple(sorted(j)) not in started]
+    return missing
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -109,52 +171,108 @@ def effect(high: Sequence[float], low: Sequence[float], level: float = 0.95) -> 
     return {"delta": delta, "low": delta - half, "high": delta + half, "se": se, "df": df}
 
 
-def verdict(interval: dict) -> str:
+def verdict(interval: dict, claimed: float | None = None) -> str:
+    """The sign of Δ from its 95 % interval and, given the paper's claimed Δ, whether that size is ruled out."""
+    if claimed is None:  # a comparison (--compare), not a claim
+        return "higher" if interval["low"] > 0 else "lower" if interval["high"] < 0 else "no difference detected"
+    small = interval["high"] < claimed
     if interval["low"] > 0:
-        return "reproduced"
+        return "positive, smaller than claimed" if small else "reproduced"
     if interval["high"] < 0:
         return "contradicted"
-    return "inconclusive"
+    return "inconclusive; the claimed size is excluded" if small else "inconclusive"
 
 
-def build(runs: Sequence[Run], metrics: Sequence[str] = METRICS, claims=CLAIMS) -> dict:
-    """The numbers of the report: per cell summaries, factor effects, claim verdicts."""
+def pooled_std(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """Pooled within-group standard deviation and its degrees of freedom (Σ (n_g − 1))."""
+    df = sum(len(g) - 1 for g in groups if len(g) > 1)
+    if df == 0:
+        return math.nan, 0
+    ss = sum((len(g) - 1) * stdev(g) ** 2 for g in groups if len(g) > 1)
+    return math.sqrt(ss / df), df
+
+
+def mde(sigma: float, n_per_level: int, df: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest true Δ between two levels of n runs each that a two-sided test at α detects with this power."""
+    if n_per_level < 1 or df < 1 or not math.isfinite(sigma):
+        return math.nan
+    return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * sigma * math.sqrt(2 / n_per_level)
+
+
+def seeds_needed(sigma: float, cells_per_level: int, claimed: float, n_cells: int, limit: int = 1000) -> int | None:
+    """Seeds per cell at which the MDE of a factor falls below ``claimed`` (None: more than ``limit``)."""
+    for seeds in range(2, limit + 1):
+        if mde(sigma, cells_per_level * seeds, n_cells * (seeds - 1)) < abs(claimed):
+            return seeds
+    return None
+
+
+def build(runs: Sequence[Run], metrics: Sequence[str] = METRICS, claims=CLAIMS, missing: Sequence[dict] = ()) -> dict:
+    """The numbers of the report: per cell summaries, factor effects, claim verdicts, what is incomplete."""
+    complete = [r for r in runs if r.complete]
+    varied = [f for f in FACTORS if len({r.levels.get(f) for r in runs}) > 1]
     cells: dict[tuple, list[Run]] = defaultdict(list)
     for r in runs:
-        cells[tuple(sorted(r.levels.items()))].append(r)
+        cells[tuple((f, r.levels.get(f)) for f in varied)].append(r)
+    # the seeds every cell should have: those of any job, started or not
+    asked = {r.seed for r in runs} | {int(o.split("=", 1)[1]) for m in missing for o in m["job"] if o.startswith("seed=")}
     table = []
     for key, members in sorted(cells.items()):
-        row = {"levels": dict(key), "seeds": sorted(r.seed for r in members)}
+        done = [r for r in members if r.complete]
+        row = {"levels": dict(key), "seeds": sorted(r.seed for r in done), "incomplete_seeds": sorted(r.seed for r in members if not r.complete)}
+        row["complete"] = set(row["seeds"]) == asked and not missing
         for m in metrics:
-            row[m] = summary([r.final[m] for r in members if m in r.final])
+            row[m] = summary([r.final[m] for r in done if m in r.final])
         table.append(row)
     effects = []
     for factor, lo, hi, metric, claimed, text in claims:
-        high = [r.final[metric] for r in runs if r.levels.get(factor) == hi and metric in r.final]
-        low = [r.final[metric] for r in runs if r.levels.get(factor) == lo and metric in r.final]
+        high = [r.final[metric] for r in complete if r.levels.get(factor) in hi and metric in r.final]
+        low = [r.final[metric] for r in complete if r.levels.get(factor) in lo and metric in r.final]
         if not high or not low:
             continue
         e = effect(high, low)
-        effects.append({"claim": text, "factor": factor, "low": lo, "high": hi, "metric": metric, "claimed": claimed,
-                        "n_high": len(high), "n_low": len(low), **{f"delta_{k}": v for k, v in e.items()}, "verdict": verdict(e)})
-    return {"runs": len(runs), "table": table, "effects": effects}
+        groups = [[r.final[metric] for r in cells[key] if r.complete and metric in r.final] for key in cells]
+        sigma, df = pooled_std(groups)
+        n_cells = sum(1 for g in groups if g)
+        level_cells = sum(1 for key in cells if dict(key).get(factor) in hi)
+        effects.append({"claim": text, "factor": factor, "low": lo[0], "high": hi[0], "metric": metric, "claimed": claimed,
+                        "n_high": len(high), "n_low": len(low), **{f"delta_{k}": v for k, v in e.items()}, "verdict": verdict(e, claimed),
+                        "sigma": sigma, "mde": mde(sigma, min(len(high), len(low)), df),
+                        "seeds_needed": seeds_needed(sigma, max(level_cells, 1), claimed, max(n_cells, 1)) if df and claimed else None})
+    incomplete = [{"path": str(r.path), "levels": r.levels, "seed": r.seed} for r in runs if not r.complete]
+    walls = [r.wall_s for r in complete if r.wall_s is not None]
+    return {"runs": len(complete), "table": table, "effects": effects, "factors": varied, "incomplete": incomplete,
+            "missing": list(missing), "wall_s": {"total": sum(walls), "per_run": summary(walls)} if walls else None}
+
 
 
 def markdown(report: dict, metrics: Sequence[str] = METRICS) -> str:
-    head = "| " + " | ".join(["scales", "align λ", "seeds", *metrics]) + " |"
-    lines = [head, "|" + "---|" * (3 + len(metrics))]
+    metrics = [m for m in metrics if any(row[m]["n"] for row in report["table"])]
+    factors = report.get("factors", [])
+    head = "| " + " | ".join([*factors, "seeds (n)", *metrics]) + " |"
+    lines = [head, "|" + "---|" * (len(factors) + 1 + len(metrics))]
     for row in report["table"]:
-        cells = [row["levels"].get("scales", ""), row["levels"].get("align", ""), ",".join(map(str, row["seeds"]))]
+        n = f"{','.join(map(str, row['seeds']))} ({len(row['seeds'])})" + ("" if row.get("complete", True) else " incomplete")
+        cells = [row["levels"].get(f, "") for f in factors] + [n]
         cells += [f"{row[m]['mean']:.4f} ± {row[m]['std']:.4f}" if row[m]["n"] else "–" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| claim | metric | Δ (high − low) | 95 % interval | runs | verdict |", "|---|---|---|---|---|---|"]
+    lines += ["", "| claim / comparison | metric | Δ (high − low) | 95 % interval | runs | verdict | MDE (α 0.05, power 0.8) | seeds per cell for MDE < claim |",
+              "|---|---|---|---|---|---|---|---|"]
     for e in report["effects"]:
+        needed = "–" if e.get("seeds_needed") is None else str(e["seeds_needed"])
         lines.append(f"| {e['claim']} | {e['metric']} | {e['delta_delta']:+.4f} | [{e['delta_low']:+.4f}, {e['delta_high']:+.4f}] | "
-                     f"{e['n_high']} vs {e['n_low']} | {e['verdict']} |")
+                     f"{e['n_high']} vs {e['n_low']} | {e['verdict']} | {e.get('mde', math.nan):.4f} | {needed} |")
+    if report.get("incomplete") or report.get("missing"):
+        lines += ["", "Incomplete (left out of every statistic; continue with the sweep's command plus `+resume_sweep=<sweep folder>`):", ""]
+        lines += [f"- started, not finished: `{r['path']}` (seed {r['seed']})" for r in report.get("incomplete", [])]
+        lines += [f"- never started: {' '.join(m['job'])} in `{m['sweep']}`" for m in report.get("missing", [])]
+    if report.get("wall_s"):
+        w = report["wall_s"]
+        lines += ["", f"Compute: {w['total']:.0f} s wall over {w['per_run']['n']} complete runs ({w['per_run']['mean']:.0f} ± {w['per_run']['std']:.0f} s per run)."]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: Sequence[Run], metric: str, out: Path) -> Path | None:
+def plot_curves(runs: Sequence[Run], metric: str, out: Path, factors: Sequence[str] = ("scales", "align")) -> Path | None:
     """Metric vs step, one line per cell (mean over seeds at each step), seeds as thin lines."""
     import matplotlib
 
@@ -163,8 +281,8 @@ def plot_curves(runs: Sequence[Run], metric: str, out: Path) -> Path | None:
 
     cells: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
-        if metric in r.curves:
-            cells[f"scales={r.levels.get('scales')} λ={r.levels.get('align')}"].append(r)
+        if metric in r.curves and r.complete:
+            cells[" ".join(f"{k}={v}" for k, v in sorted(r.levels.items()) if k in factors)].append(r)
     if not cells:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -193,17 +311,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+", help="sweep folders (searched recursively for job folders)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--compare", nargs=3, action="append", metavar=("FACTOR", "LOW", "HIGH"), default=[],
+                        help=f"instead of the paper's claims, Δ of HIGH − LOW of a factor ({', '.join(FACTORS)}) on GenEval-Shapes "
+                             "overall, its tracks and recon PSNR, e.g. --compare align_mode semantic latent (repeatable)")
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="curve plots (--no-plots: tables only)")
+    parser.add_argument("--where", action="append", default=[], metavar="FACTOR=LEVEL",
+                        help="keep only the runs at this level, e.g. --where scales=pyramid (repeatable)")
     args = parser.parse_args(argv)
     runs = find_runs(args.roots)
+    for condition in args.where:
+        factor, _, level = condition.partition("=")
+        if factor not in FACTORS or not level:
+            parser.error(f"--where {condition}: expected FACTOR=LEVEL with FACTOR one of {list(FACTORS)}")
+        runs = [r for r in runs if r.levels.get(factor) == level]
     if not runs:
-        raise SystemExit(f"report: no runs with .hydra/config.yaml and metrics.csv under {args.roots}")
+        raise SystemExit(f"report: no job folders (with .hydra/config.yaml) under {args.roots}: pass a sweep folder, e.g. outputs/ms_align/multiruns/<time>.")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = build(runs)
-    report["plots"] = [str(p) for m in ("geneval_shapes/overall", "recon/psnr", "edit/success") if (p := plot_curves(runs, m, args.out))]
+    claims = CLAIMS
+    if args.compare:
+        unknown = sorted({f for f, _, _ in args.compare} - set(FACTORS))
+        if unknown:
+            parser.error(f"--compare: unknown factor(s) {unknown}; one of {list(FACTORS)}")
+        claims = tuple((f, (lo,), (hi,), m, None, f"{f}: {hi} vs {lo}") for f, lo, hi in args.compare
+                       for m in ("geneval_shapes/overall", "geneval_shapes/seen/overall", "geneval_shapes/unseen/overall", "recon/psnr"))
+    report = build(runs, claims=claims, missing=missing_jobs(args.roots))
+    report["plots"] = [str(p) for m in ("geneval_shapes/overall", "geneval_shapes/unseen/overall", "recon/psnr", "edit/success")
+                       if args.plots and (p := plot_curves(runs, m, args.out, report["factors"]))]
     (args.out / "results.json").write_text(json.dumps(report, indent=1))
     (args.out / "results.md").write_text(markdown(report))
     print(markdown(report))
-    print(f"[mingexp] {len(runs)} runs → {args.out / 'results.md'}, results.json, {len(report['plots'])} plots")
+    print(f"[mingexp] {report['runs']} complete runs, {len(report['incomplete'])} incomplete, {len(report['missing'])} never started "
+          f"→ {args.out / 'results.md'}, results.json, {len(report['plots'])} plots")
     return report
 
 

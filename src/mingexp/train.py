@@ -2,9 +2,10 @@
 
     python -m mingexp.train                                   # the toy world (model=toy data=shapes)
     python -m mingexp.train +experiment=ms_align              # an experiment file (overrides only)
-    python -m mingexp.train -m +experiment=ms_align model.queries.scales='[16]','[4,8,16]' model.align.weight=0,1 seed=0,1,2
+    python -m mingexp.train -m +experiment=ms_align model.queries.scales=finest,pyramid model.align.weight=0,1 seed=0,1,2
     python -m mingexp.train +experiment=ms_align model=ming_lite_uni module=unified_large data=paper_mixture trainer=fsdp
     python -m mingexp.train ckpt_path=outputs/.../checkpoints/last.ckpt   # resume
+    python -m mingexp.train -m <the sweep's command> +resume_sweep=<sweep folder>  # continue an interrupted sweep
 
 :func:`train` does the work and is what tests call; :func:`main` is the Hydra wrapper.
 """
@@ -26,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mingexp.errors import ConfigError, TrainingDiverged
+from mingexp.lit import resume
 
 
 def _instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -78,9 +80,19 @@ def match_data_to_model(datamodule: Any, module: Any) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg`` and fit. Returns the final metrics and where the outputs are."""
     _check(cfg)
-    L.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.get("ckpt_path")
+    # a job of a sweep remembers what it is; continued (+resume_sweep, mingexp.lit.resume) it is skipped if it
+    # finished, else resumed from its folder's newest checkpoint
+    resume.check_same_job(output_dir, resume.job_overrides())
+    if cfg.get("resume_sweep"):
+        done = resume.finished_result(output_dir)
+        if done is not None:
+            print(f"[mingexp] resume_sweep: {output_dir} finished before; skipped.", flush=True)
+            return done
+        ckpt_path = ckpt_path or "last"
+    L.seed_everything(int(cfg.seed), workers=True)
     saved = output_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         # Hydra writes it for command-line runs; calls from Python (tests, notebooks) get it here, so
@@ -109,13 +121,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # 4. fit; a resumed run restores optimizer, scheduler, EMA, step and data position
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except TrainingDiverged as e:
         raise TrainingDiverged(f"{e} The last checkpoint with finite losses: {_kept(output_dir)}.") from None
-    except SIGTERMException:
-        # SIGTERM (a scheduler's stop or preemption): interrupted.ckpt is written; exit as a terminated process
+    except (Exception, SIGTERMException) as e:
+        # SIGTERM (a scheduler's stop or preemption): interrupted.ckpt is written; exit as a terminated process.
+        # Sent to the process group (SLURM, a session's end), it also kills the data workers, and their loss
+        # can surface first as the DataLoader's error: that error is the signal's too. Exiting (SystemExit)
+        # also stops a multirun, which otherwise would log the job as failed and start the next one.
+        if not (isinstance(e, SIGTERMException) or trainer.received_sigterm):
+            raise
         print(f"[mingexp] SIGTERM at step {trainer.global_step}: {_kept(output_dir, 'interrupted.ckpt')}. "
-              f"Resume with ckpt_path=<that file>.", file=sys.stderr, flush=True)
+              f"Resume with ckpt_path=<that file> (a sweep: its command plus +resume_sweep=<sweep folder>).", file=sys.stderr, flush=True)
         raise SIGTERMException(128 + signal.SIGTERM) from None
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -138,7 +155,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         loss = {k: round(v, 4) for k, v in metrics.items() if "loss" in k}
         if loss:
             print(f"  final losses  : {loss}")
-    return {"metrics": metrics, "output_dir": str(output_dir), "checkpoints": checkpoints, "samples": samples}
+    result = {"metrics": metrics, "output_dir": str(output_dir), "checkpoints": checkpoints, "samples": samples}
+    if trainer.is_global_zero:
+        resume.mark_finished(output_dir, result)
+    return result
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

@@ -193,7 +193,13 @@ def test_geneval_shapes_suite():
     assert len({m["prompt"] for m in suite}) == len(suite)
     assert suite == S.geneval_shapes_suite(0)
     for m in suite:
-        assert set(m) <= {"tag", "include", "exclude", "prompt"} and m["prompt"].startswith("a photo of ")
+        assert set(m) <= {"tag", "include", "exclude", "prompt", "split"} and m["prompt"].startswith("a photo of ")
+    # the unseen track: every colour × shape prompt of a held-out pair, the held-out shape pairs, and nothing else
+    unseen = {m["prompt"] for m in suite if m["split"] == "unseen"}
+    assert {m["prompt"] for m in suite if m["tag"] == "colors"} & unseen == {f"a photo of {S._a(c + ' ' + s)}" for c, s in S.HELDOUT_COLOR_SHAPES}
+    assert len([m for m in suite if m["tag"] == "two_object" and m["split"] == "unseen"]) == len(S.HELDOUT_SHAPE_PAIRS) == 3
+    assert not any(m["split"] == "unseen" for m in suite if m["tag"] in ("single_object", "counting"))
+    assert 10 <= sum(m["split"] == "unseen" for m in suite if m["tag"] in ("position", "color_attr")) <= 120
 
 
 SMALL = {"t2i": 40, "edit": 20, "edit_chains": 6, "style": 8, "vqa": 10, "textqa": 10, "heldout": 5}
@@ -288,3 +294,53 @@ def test_a_world_of_an_older_format_is_regenerated_whole(tmp_path, capsys):
     assert f"format {S.FORMAT_VERSION - 1}; writing format {S.FORMAT_VERSION}" in capsys.readouterr().out
     assert json.loads((out / "manifest.json").read_text())["version"] == S.FORMAT_VERSION
     assert not (out / "t2i" / "stale.tar").exists()  # nothing of the old world is left beside the new one
+
+
+def _named_compositions(text: str) -> set[tuple[str | None, str]]:
+    """(colour or None, shape) pairs a text names: "red circle(s)" → (red, circle), a bare shape → (None, shape)."""
+    words = text.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()
+    singular = {S.plural(s): s for s in S.SHAPES} | {s: s for s in S.SHAPES}
+    out = set()
+    for k, w in enumerate(words):
+        if w in singular:
+            colour = words[k - 1] if k and words[k - 1] in S.COLORS else None
+            out.add((colour, singular[w]))
+    return out
+
+
+def test_held_out_compositions_are_in_no_training_split(tmp_path):
+    """Neither drawn (every scene of every training split) nor named (captions, instructions, questions, answers)."""
+    counts = {"t2i": 300, "edit": 150, "edit_chains": 30, "style": 40, "vqa": 80, "textqa": 80, "heldout": 5}
+    out = S.prepare_shapes(tmp_path / "world", counts=counts, shard_size=1000, progress=False)
+    scenes, texts, questions = [], [], []
+    for split in ("t2i", "edit", "edit_chains", "style", "vqa", "textqa"):
+        n = 0
+        for sample in wds.WebDataset(str(out / split / "000000.tar"), shardshuffle=False):
+            n += 1
+            meta = json.loads(sample["json"])
+            for key in ("scene", "source_scene", "target_scene"):
+                if key in meta:
+                    scenes.append(S.Scene.from_json(meta[key]))
+            scenes += [S.Scene.from_json(x) for x in meta.get("scenes", [])]
+            texts += [meta.get(k, "") for k in ("caption", "instruction", "description")] + meta.get("instructions", [])
+            questions += [f"{q} {a}" for q, a in meta.get("qa", [])]
+            if "txt" in sample:
+                texts.append(sample["txt"].decode())
+        assert n == counts[split]
+    assert len(scenes) > 800 and len(texts) > 600 and len(questions) > 300
+    assert all(S.is_trainable(scene) for scene in scenes)
+    for text in texts + questions:
+        assert not _named_compositions(text) & S.HELDOUT_COLOR_SHAPES, text
+    for text in texts:  # a caption or instruction never names a held-out shape pair (a question may ask "how many
+        # triangles?" of a caption with a diamond: the answer "zero" composes nothing)
+        assert not any(pair <= {s for _, s in _named_compositions(text)} for pair in S.HELDOUT_SHAPE_PAIRS), text
+    # every held-out colour and shape is still trained, just not together
+    drawn = {(o.color, o.shape) for scene in scenes for o in scene.objects}
+    assert {c for c, _ in drawn} == set(S.COLORS) and {s for _, s in drawn} == set(S.SHAPES)
+    assert len(drawn) == 60 - len(S.HELDOUT_COLOR_SHAPES)
+    # ... and the unseen track of the suite names exactly what training never showed
+    suite = [json.loads(line) for line in (out / "geneval_shapes" / "evaluation_metadata.jsonl").read_text().splitlines()]
+    unseen = [m for m in suite if m["split"] == "unseen"]
+    assert unseen and all(S.composes_unseen((c.get("color"), c["class"]) for c in m["include"]) for m in unseen)
+    assert all(S.composes_unseen(_named_compositions(m["prompt"])) for m in unseen)
+    assert not any(S.composes_unseen(_named_compositions(m["prompt"])) for m in suite if m["split"] == "seen")

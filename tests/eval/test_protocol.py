@@ -72,3 +72,25 @@ def test_missing_and_unreadable_images_count_as_incorrect(tmp_path):
     summary, results = score_folder(tmp_path, ShapesDetector(), images_per_prompt=2, progress=False)
     assert summary["images"] == 12 and summary["missing"] == 2
     assert sum(r["correct"] for r in results) <= 10
+
+
+def test_seen_and_unseen_compositions_are_separate_tracks(tmp_path):
+    """A generator that draws seen prompts right and unseen ones as noise scores 1 on the seen track and 0 on
+    the unseen one; the overall mixes both. The suite's unseen prompts are the held-out compositions."""
+    from mingexp.eval.geneval.evaluator import score_tracks
+
+    prompts = subset(geneval_shapes_suite(), 60)
+    assert {p["split"] for p in prompts} == {"seen", "unseen"}
+    by_text, truth = {p["prompt"]: p for p in prompts}, renderer({p["prompt"]: p for p in prompts})
+
+    def seen_only(texts, seeds):
+        return [truth([t], [s])[0] if by_text[t]["split"] == "seen" else
+                Image.fromarray(np.random.RandomState(s).randint(0, 256, (64, 64, 3), dtype=np.uint8)) for t, s in zip(texts, seeds)]
+
+    write_layout(prompts, tmp_path, seen_only, images_per_prompt=1, progress=False)
+    _, results = score_folder(tmp_path, ShapesDetector(), images_per_prompt=1, track="shapes", progress=False)
+    values = score_tracks(prompts, results)
+    assert values["seen/overall"] >= 0.97 and values["unseen/overall"] <= 0.05
+    assert values["unseen/overall"] < values["overall"] < values["seen/overall"]
+    unseen_tags = {p["tag"] for p in prompts if p["split"] == "unseen"}
+    assert {k.split("/", 1)[1] for k in values if k.startswith("unseen/")} == unseen_tags | {"overall"}

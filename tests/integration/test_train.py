@@ -52,15 +52,24 @@ class Poison:
 
 
 class Marker:
-    """A callback that writes ``path`` once training reaches ``step`` (for tests that signal a running process)."""
+    """A callback that writes ``path`` once training reaches ``step`` (for tests that signal a running process).
 
-    def __new__(cls, path: str, step: int):
+    When the file ``hold_if`` exists, training then waits (at most a minute) until the SIGTERM has arrived, so
+    the signal lands at a known step however fast the steps are.
+    """
+
+    def __new__(cls, path: str, step: int, hold_if: str | None = None):
+        import time
+
         import lightning as L
 
         class _Marker(L.Callback):
             def on_train_batch_end(self, trainer, *args):
                 if trainer.global_step >= step and not Path(path).exists():
                     Path(path).write_text(str(trainer.global_step))
+                    deadline = time.monotonic() + 60
+                    while hold_if and Path(hold_if).exists() and not trainer.received_sigterm and time.monotonic() < deadline:
+                        time.sleep(0.05)
 
         return _Marker()
 
@@ -104,10 +113,7 @@ def column(rows: list[dict], name: str) -> dict[int, float]:
 
 @pytest.mark.parametrize("experiment", ["ms_align", "single_scale", "no_align"])
 def test_experiment_files_train(tiny_dir, world, tmp_path, experiment):
-    overrides = [f"+experiment={experiment}"]
-    if experiment == "single_scale":
-        overrides.append("model.queries.scales=[4]")  # the file's [16], shrunk to the tiny DiT
-    cfg = compose_train(tiny_dir, world, tmp_path, *overrides)
+    cfg = compose_train(tiny_dir, world, tmp_path, f"+experiment={experiment}")  # layouts resolve at the tiny DiT's grid
     result = train(cfg)
     assert cfg.task_name == experiment
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -294,19 +300,18 @@ def test_unknown_experiment_lists_the_available_ones(tiny_dir, world, tmp_path):
 
 
 def test_sweep_command_composes_all_twelve_jobs(tiny_dir, world, tmp_path):
-    """The README's sweep: 2 scale settings × 2 alignment weights × 3 seeds."""
+    """The README's sweep: 2 scale layouts × 2 alignment weights × 3 seeds."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    # what Hydra receives from the shell for: model.queries.scales='[16]','[4,8,16]' model.align.weight=0,1 seed=0,1,2
-    sweep = parser.parse_overrides(["model.queries.scales=[16],[4,8,16]", "model.align.weight=0,1", "seed=0,1,2"])
+    sweep = parser.parse_overrides(["model.queries.scales=finest,pyramid", "model.align.weight=0,1", "seed=0,1,2"])
     jobs = [[]]
     for o in sweep:
         jobs = [j + [f"{o.key_or_group}={v}"] for j in jobs for v in o.sweep_string_iterator()]
     assert len(jobs) == 12
     configs = [compose_train(tiny_dir, world, tmp_path, "+experiment=ms_align", *job, fast=False) for job in jobs]
-    assert {(tuple(c.model.queries.scales), c.model.align.weight, c.seed) for c in configs} == {
-        (s, w, seed) for s in ((16,), (4, 8, 16)) for w in (0, 1) for seed in (0, 1, 2)
+    assert {(c.model.queries.scales, c.model.align.weight, c.seed) for c in configs} == {
+        (s, w, seed) for s in ("finest", "pyramid") for w in (0, 1) for seed in (0, 1, 2)
     }
 
 
@@ -388,15 +393,16 @@ def test_a_local_sweep_logs_one_wandb_run_per_job(tiny_dir, world, tmp_path):
     assert len({r[2] for r in runs}) == 1 and runs[0][2] == f"no_align-{jobs[0].parent.name}"  # grouped by the sweep
 
 
-def sigterm_when(args: list[str], cwd: Path, ready, limit: float = 240.0) -> tuple[int, float, str]:
+def sigterm_when(args: list[str], cwd: Path, ready, limit: float = 240.0, group: bool = False) -> tuple[int, float, str]:
     """Start a training process, send SIGTERM once ``ready(output so far)`` holds; returns its exit code, the
-    seconds it took to exit after the signal, and its output."""
+    seconds it took to exit after the signal, and its output. ``group``: to its whole process group, data
+    workers included, as SLURM and a session's end do."""
     import signal
     import threading
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "mingexp.train", *args], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=group)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
@@ -405,7 +411,10 @@ def sigterm_when(args: list[str], cwd: Path, ready, limit: float = 240.0) -> tup
         assert proc.poll() is None, "".join(lines)[-3000:]
         assert time.monotonic() - start < limit, "".join(lines)[-3000:]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     code = proc.wait(timeout=60)
     waited = time.monotonic() - sent
@@ -506,3 +515,52 @@ def test_slurm_launcher_config_composes(tiny_dir, world, tmp_path):
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher.gpus_per_node == 8
 
+
+
+def test_an_interrupted_sweep_resumes_with_one_flag(tiny_dir, world, tmp_path):
+    """A 3-job multirun stopped during job 1 (SIGTERM, as a session end or preemption): job 0 finished, job 1
+    is partial, job 2 never started. mingexp.report says so; the same command plus +resume_sweep=<sweep> skips
+    job 0, resumes job 1 from its checkpoint and runs job 2, all in the same folder. The signal goes to the
+    whole process group with a data worker running (as SLURM sends it): the sweep stops there, it does not log
+    job 1 as failed and go on to job 2."""
+    from mingexp import report
+    from mingexp.lit.resume import FINISHED
+
+    fast = [o for o in FAST if "callbacks.samples.rows" not in o]
+    (tmp_path / "hold_seed1").touch()  # job 1 (seed 1) waits at step 2 for the signal
+    command = ["-m", f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.root_dir={tmp_path}", *fast, "callbacks.samples=null",
+               "trainer.max_steps=5", "callbacks.last.every_n_train_steps=1", "seed=0,1,2", "data.num_workers=1",
+               f"+callbacks.marker._target_={__name__}.Marker", "+callbacks.marker.step=2",
+               f"+callbacks.marker.path={tmp_path}/marker_seed" + "${seed}", f"+callbacks.marker.hold_if={tmp_path}/hold_seed" + "${seed}"]
+    code, _, output = sigterm_when(command, tmp_path, lambda _: (tmp_path / "marker_seed1").is_file(), group=True)
+    assert code == 143 and "SIGTERM at step 2" in output and "Launching" not in output.split("#1 :")[-1], output[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    jobs = [sweep / str(k) for k in range(3)]
+    assert [(j / FINISHED).is_file() for j in jobs] == [True, False, False] and not jobs[2].exists()
+    assert torch.load(jobs[1] / "checkpoints" / "interrupted.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
+    finished_at = (jobs[0] / FINISHED).stat().st_mtime_ns
+
+    # the report on the partial sweep: one complete run, job 1 started and unfinished, job 2 never started
+    partial = report.main([str(sweep), "--out", str(tmp_path / "report_partial")])
+    assert partial["runs"] == 1 and [r["seed"] for r in partial["incomplete"]] == [1]
+    assert [m["job"] for m in partial["missing"]] == [["seed=2"]]
+    assert not partial["table"][0]["complete"]
+    text = (tmp_path / "report_partial" / "results.md").read_text()
+    assert "started, not finished" in text and "never started" in text and "+resume_sweep" in text
+
+    (tmp_path / "hold_seed1").unlink()
+    proc = run_cli([*command, f"+resume_sweep={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert proc.stdout.count("finished before; skipped") == 1
+    assert (jobs[0] / FINISHED).stat().st_mtime_ns == finished_at  # untouched
+    assert list((tmp_path / "outputs" / "train" / "multiruns").iterdir()) == [sweep]  # no new sweep folder
+    for job in jobs[1:]:
+        last = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert last["global_step"] == 5 and last["WebDataModule"]["samples_seen"] == 4 * 5 and (job / FINISHED).is_file()
+    assert (proc.stdout + proc.stderr).count("Restoring states from the checkpoint") == 1  # job 1 resumed, job 2 started fresh
+    whole = report.main([str(sweep), "--out", str(tmp_path / "report_whole")])
+    assert whole["runs"] == 3 and not whole["incomplete"] and not whole["missing"] and whole["table"][0]["complete"]
+
+    # the same folder with another command's job refuses, naming both
+    other = run_cli([c if c != "seed=0,1,2" else "seed=5,6,7" for c in command] + [f"+resume_sweep={sweep}"], cwd=tmp_path)
+    assert other.returncode != 0 and "resume_sweep" in other.stderr and "seed=5" in other.stderr

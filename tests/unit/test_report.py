@@ -49,7 +49,8 @@ def test_report_tables_effects_and_verdicts(tmp_path):
     multi = claims["multi-scale tokens add 3.5 % GenEval"]
     assert multi["delta_delta"] == pytest.approx(0.1) and multi["verdict"] == "reproduced" and multi["n_high"] == 6
     align_psnr = claims["alignment adds > 2 dB reconstruction PSNR"]
-    assert align_psnr["delta_delta"] == pytest.approx(0.01) and align_psnr["verdict"] == "inconclusive"
+    assert align_psnr["delta_delta"] == pytest.approx(0.01) and align_psnr["verdict"] == "inconclusive; the claimed size is excluded"
+    assert claims["alignment adds 1.5 % GenEval"]["verdict"] == "inconclusive"
     assert (tmp_path / "out" / "results.md").read_text().count("\n|") >= 8
     assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"] == 12
     assert (tmp_path / "out" / "curve_geneval_shapes_overall.png").stat().st_size > 1000
@@ -77,3 +78,68 @@ def test_runs_without_final_values_use_their_last_evaluation(tmp_path):
         w.writerows(rows)
     (run,) = find_runs([tmp_path])
     assert run.final["geneval_shapes/overall"] == 0.3 and run.curves["geneval_shapes/overall"] == [(10, 0.1), (20, 0.3)]
+
+
+def test_incomplete_runs_are_listed_and_left_out_of_the_statistics(tmp_path):
+    """A partial sweep: runs that wrote finished.json count; a started, unfinished one (sweep_job.json only) is
+    listed, kept out of the means and effects, and its cell is marked incomplete."""
+    from mingexp.lit.resume import FINISHED, JOB
+
+    for k, (scales, seed) in enumerate((s, seed) for s in ("finest", "pyramid") for seed in range(3)):
+        fake_run(tmp_path / "sweep", str(k), scales, 1, seed, overall=0.2 + 0.01 * seed, psnr=12.0)
+        folder = tmp_path / "sweep" / str(k)
+        (folder / JOB).write_text(json.dumps({"overrides": [f"seed={seed}"]}))
+        if k != 5:
+            (folder / FINISHED).write_text("{}")
+    report = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
+    assert report["runs"] == 5 and [(r["seed"], Path(r["path"]).name) for r in report["incomplete"]] == [(2, "5")]
+    cells = {row["levels"]["scales"]: row for row in report["table"]}
+    assert report["factors"] == ["scales"]
+    assert cells["finest"]["complete"] and cells["finest"]["seeds"] == [0, 1, 2]
+    assert not cells["pyramid"]["complete"] and cells["pyramid"]["seeds"] == [0, 1] and cells["pyramid"]["incomplete_seeds"] == [2]
+    assert cells["pyramid"]["geneval_shapes/overall"]["mean"] == pytest.approx(0.205)
+    (multi,) = [e for e in report["effects"] if e["factor"] == "scales"]
+    assert (multi["n_high"], multi["n_low"]) == (2, 3) and multi["delta_delta"] == pytest.approx(0.205 - 0.21)
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "started, not finished" in text and "incomplete" in text
+
+
+def test_minimum_detectable_effect_and_seeds_needed():
+    from scipy.stats import t
+
+    from mingexp.report import mde, pooled_std, seeds_needed
+
+    sigma, df = pooled_std([[1.0, 2.0, 3.0], [2.0, 4.0]])
+    assert df == 3 and sigma == pytest.approx(math.sqrt((2 * 1.0 + 1 * 2.0) / 3))
+    assert mde(0.1, 6, 8) == pytest.approx((t.ppf(0.975, 8) + t.ppf(0.8, 8)) * 0.1 * math.sqrt(2 / 6))
+    # 2 × 2 design: a factor's level holds 2 cells; the seeds at which the MDE first drops below the claim
+    n = seeds_needed(0.05, cells_per_level=2, claimed=0.035, n_cells=4)
+    assert mde(0.05, 2 * n, 4 * (n - 1)) < 0.035 <= mde(0.05, 2 * (n - 1), 4 * (n - 2))
+    assert seeds_needed(0.05, 2, 1e-9, 4, limit=50) is None
+
+
+@pytest.mark.parametrize("low,high,verdict_", [
+    (0.04, 0.06, "reproduced"),                                 # above 0, reaches the claimed 0.035
+    (0.01, 0.03, "positive, smaller than claimed"),             # above 0, below the claim
+    (-0.03, -0.01, "contradicted"),
+    (-0.01, 0.05, "inconclusive"),
+    (-0.01, 0.02, "inconclusive; the claimed size is excluded"),  # contains 0, not the claim
+])
+def test_verdict_reads_sign_and_claimed_size(low, high, verdict_):
+    from mingexp.report import verdict
+
+    assert verdict({"low": low, "high": high}, claimed=0.035) == verdict_
+
+
+def test_compare_reports_any_two_levels_instead_of_the_claims(tmp_path):
+    for k, (weight, seed) in enumerate((w, s) for w in (0, 0.1) for s in range(3)):
+        fake_run(tmp_path / "sweep", str(k), "pyramid", weight, seed, overall=0.1 + weight + 0.01 * seed, psnr=12.0)
+    report = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--compare", "align", "0.0", "0.1"])
+    (overall,) = [e for e in report["effects"] if e["metric"] == "geneval_shapes/overall"]
+    assert overall["claim"] == "align: 0.1 vs 0.0" and overall["delta_delta"] == pytest.approx(0.1) and overall["verdict"] == "higher"
+    assert overall["seeds_needed"] is None and not any("GenEval" in e["claim"] for e in report["effects"])
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--compare", "lr", "1", "2"])
+    # --where keeps one level of a factor: the comparison within it
+    only = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--where", "align=0.1"])
+    assert only["runs"] == 3 and [row["levels"] for row in only["table"]] == [{}]

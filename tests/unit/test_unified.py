@@ -141,6 +141,17 @@ def test_every_option_trains_a_step(tiny_dir, overrides):
         assert {f"align/s{s}" for s in scales} <= set(out.terms)
 
 
+@pytest.mark.parametrize("layout", ["finest", "pyramid"])
+def test_scale_layouts_are_read_at_the_dit_grid(tiny_dir, layout):
+    """finest = [g], pyramid = [g/4, g/2, g] (values < 1 dropped), g = the DiT's tokens per side."""
+    model = build(tiny_dir, f"model.queries.scales={layout}")
+    g = model.dit.config.sample_size // model.dit.config.patch_size
+    assert model.queries.scales == ((g,) if layout == "finest" else tuple(s for s in (g // 4, g // 2, g) if s >= 1))
+    assert model.queries.scales[-1] == g and len(set(model.queries.scales)) == len(model.queries.scales)
+    out = model(*batch(model), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss) and {f"align/s{s}" for s in model.queries.scales} <= set(out.terms)
+
+
 def test_dropped_rows_use_the_null_condition(tiny_dir):
     model = build(tiny_dir, "model.cond_dropout.p=0.5", "model.align.weight=0")
     inputs, images = batch(model, 4)
@@ -216,6 +227,7 @@ def test_unknown_option_names_section_and_valid_keys(tiny_dir):
 @pytest.mark.parametrize("override,msg", [
     ("model.queries.scales=[]", "model.queries.scales is empty"),
     ("model.queries.scales=[4,0]", "non-positive"),
+    ("model.queries.scales=coarse", r"model.queries.scales='coarse'.*\('finest', 'pyramid'\)"),
     ("model.mllm.path=/does/not/exist", r"model.mllm.path=/does/not/exist: no such folder"),
 ])
 def test_bad_values_fail_with_the_key(tiny_dir, override, msg):

@@ -22,6 +22,10 @@ recolour / move), multi-turn edit chains (2–5 steps), style (outline / inverte
 vqa (colour, count, relation and caption questions) and textqa (questions about a caption given as text,
 no image), a held-out split of scenes never used for training, and the GenEval-Shapes prompt suite
 (``evaluation_metadata.jsonl``, the six GenEval tags).
+
+**Held-out compositions** (:data:`HELDOUT_COLOR_SHAPES`, :data:`HELDOUT_SHAPE_PAIRS`): 10 of the 60 colour ×
+shape pairs and 3 of the 15 shape pairs appear in no training split, neither drawn nor named; the suite marks
+the prompts that name one ``"split": "unseen"``, and GenEval-Shapes reports them as their own track.
 ``data=shapes`` calls :func:`prepare_shapes`, which writes all that once and reuses it afterwards.
 """
 
@@ -74,8 +78,17 @@ STYLES = {
     "grayscale": "make it black and white",
     "pixelated": "pixelate the image",
 }
-FORMAT_VERSION = 4  # 2: t2i captions mix GenEval prompts and full descriptions; heldout/vqa; 3: textqa; 4: slots
+FORMAT_VERSION = 5  # 2: t2i captions mix GenEval prompts and full descriptions; heldout/vqa; 3: textqa; 4: slots;
+#                     5: held-out compositions
 GENEVAL_CAPTION_FRACTION = 0.5  # t2i captions that are GenEval-phrased prompts (the rest: full descriptions)
+
+
+# Held-out compositions (format 5): never drawn, captioned or asked about in any training split (t2i, edit, edit
+# chains, style, vqa, textqa), so GenEval-Shapes tells "follows prompts" (seen) from "composes concepts" (unseen).
+# One colour × shape pair per colour, 10 of the 60 (1/6): colour k loses shape k mod 6, so every colour and every
+# shape is still trained with others. And 3 of the 15 shape pairs (1/5), one per shape, never share a scene.
+HELDOUT_COLOR_SHAPES = frozenset((color, SHAPES[k % len(SHAPES)]) for k, color in enumerate(COLORS))
+HELDOUT_SHAPE_PAIRS = frozenset(frozenset(pair) for pair in (("circle", "star"), ("square", "cross"), ("triangle", "diamond")))
 
 
 def plural(shape: str) -> str:
@@ -238,6 +251,26 @@ def _a(word: str) -> str:
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
+# --------------------------------------------------------------------------------- held-out compositions
+def composes_unseen(pairs: Iterable[tuple[str | None, str]]) -> bool:
+    """Whether (colour or None, shape) pairs name a held-out colour × shape or hold a held-out shape pair."""
+    pairs = list(pairs)
+    if any((c, s) in HELDOUT_COLOR_SHAPES for c, s in pairs):
+        return True
+    shapes = {s for _, s in pairs}
+    return any(pair <= shapes for pair in HELDOUT_SHAPE_PAIRS)
+
+
+def is_trainable(scene: Scene) -> bool:
+    """A scene a training split may hold: no held-out composition in it."""
+    return not composes_unseen((o.color, o.shape) for o in scene.objects)
+
+
+def prompt_split(metadata: dict) -> str:
+    """``unseen`` for a GenEval-schema prompt that names a held-out composition, else ``seen``."""
+    return "unseen" if composes_unseen((c.get("color"), c["class"]) for c in metadata["include"]) else "seen"
+
+
 # ------------------------------------------------------------------------------ GenEval-style prompts
 def prompt_metadata(rng: random.Random, tag: str) -> dict:
     """A GenEval-schema prompt of the given tag over the shapes world."""
@@ -294,10 +327,15 @@ def t2i_example(rng: random.Random, resolution: int) -> tuple[dict, Scene, str]:
 
     Half the captions are the GenEval-phrased prompt, half the complete description (every object's colour
     and count): GenEval prompts leave colours unsaid in four of six tags, and a toy model learns colour far
-    sooner when captions always name it.
+    sooner when captions always name it. Prompts and scenes holding a held-out composition are drawn again.
     """
-    metadata = prompt_metadata(rng, rng.choice(TAGS))
-    scene = scene_for(rng, metadata, resolution)
+    while True:
+        metadata = prompt_metadata(rng, rng.choice(TAGS))
+        if prompt_split(metadata) == "unseen":
+            continue
+        scene = scene_for(rng, metadata, resolution)
+        if is_trainable(scene):
+            break
     caption = metadata["prompt"] if rng.random() < GENEVAL_CAPTION_FRACTION else "a photo of " + describe(scene)
     return metadata, scene, caption
 
@@ -307,6 +345,8 @@ def geneval_shapes_suite(seed: int = 0) -> list[dict]:
 
     single_object: every shape (6); two_object: every unordered pair (15); counting: every shape × 2..4
     (18); colors: every colour × shape (60); position and color_attr: 100 each, drawn with ``seed``.
+    Each prompt's ``split`` says whether it names a held-out composition (``unseen``) or not (``seen``);
+    GenEval's scorer ignores the key.
     """
     rng = random.Random(seed)
     out = [{"tag": "single_object", "include": [{"class": s, "count": 1}], "prompt": f"a photo of {_a(s)}"} for s in SHAPES]
@@ -327,7 +367,7 @@ def geneval_shapes_suite(seed: int = 0) -> list[dict]:
             if m["prompt"] not in seen:
                 seen.add(m["prompt"])
                 out.append(m)
-    return out
+    return [{**m, "split": prompt_split(m)} for m in out]
 
 
 def write_geneval_shapes_metadata(path: str | Path, seed: int = 0) -> Path:
@@ -387,13 +427,15 @@ def edit_scene(rng: random.Random, scene: Scene) -> tuple[Scene, str] | None:
 
 
 def edit_chain(rng: random.Random, scene: Scene, steps: int) -> tuple[list[Scene], list[str]] | None:
+    """A chain of ``steps`` edits from ``scene`` whose every scene is trainable, or None."""
     scenes, instructions = [scene], []
     while len(instructions) < steps:
         out = None
         for _ in range(10):
             out = edit_scene(rng, scenes[-1])
-            if out is not None:
+            if out is not None and is_trainable(out[0]):
                 break
+            out = None
         if out is None:
             return None
         scenes.append(out[0])
@@ -507,18 +549,18 @@ def write_shapes(
         return {"__key__": key, "png": _png(render(scene)), "txt": caption,
                 "json": json.dumps({**metadata, "scene": scene.to_json(), "caption": caption, "description": describe(scene)})}
 
-    def random_base(rng: random.Random) -> Scene:
+    def random_base(rng: random.Random, trainable: bool = True) -> Scene:
         while True:
             n = rng.randint(1, 3)
             scene = _random_scene(rng, resolution, [(rng.choice(SHAPES), rng.choice(list(COLORS))) for _ in range(n)])
-            if scene is not None:
+            if scene is not None and (is_trainable(scene) or not trainable):
                 return scene
 
-    def edit_sample(rng: random.Random, key: str) -> dict:
+    def edit_sample(rng: random.Random, key: str, trainable: bool = True) -> dict:
         while True:
-            base = random_base(rng)
+            base = random_base(rng, trainable)
             step = edit_scene(rng, base)
-            if step is not None:
+            if step is not None and (is_trainable(step[0]) or not trainable):
                 break
         target, instruction = step
         return {"__key__": key, "src.png": _png(render(base)), "tgt.png": _png(render(target)), "txt": instruction,
@@ -567,7 +609,9 @@ def write_shapes(
         for i in _iterate(counts["textqa"], "textqa", progress):
             metadata, scene, caption = t2i_example(random.Random(rng.getrandbits(63)), resolution)
             sink.write({"__key__": f"textqa{i:07d}", "json": json.dumps({"qa": caption_questions(rng, metadata, scene, caption), "caption": caption, "text_only": True})})
-    # held-out scenes (other seeds, never in the training shards): t2i-format and single-step edits
+    # held-out scenes (other seeds, never in the training shards): t2i-format and single-step edits, drawn as the
+    # training splits are (no held-out composition: the edit and recon evaluations measure held-out scenes, the
+    # unseen compositions are GenEval-Shapes' own track); vqa scenes from the whole world (the MLLM's test)
     rng = random.Random(seed + 1_000_003)
     with _writer(out / "heldout" / "t2i", shard_size) as sink:
         for i in range(counts["heldout"]):
@@ -577,7 +621,7 @@ def write_shapes(
             sink.write(edit_sample(rng, f"heldedit{i:07d}"))
     with _writer(out / "heldout" / "vqa", shard_size) as sink:
         for i in range(counts["heldout"]):
-            scene = random_base(rng)
+            scene = random_base(rng, trainable=False)
             sink.write({"__key__": f"heldvqa{i:07d}", "png": _png(render(scene)), "json": json.dumps({"qa": questions(rng, scene), "scene": scene.to_json()})})
     write_geneval_shapes_metadata(out / "geneval_shapes" / "evaluation_metadata.jsonl", seed)  # the prompt suite
     return out

@@ -9,7 +9,7 @@ from lightning.pytorch.loggers import WandbLogger
 MAX_NAME = 128  # W&B display names are cut at 128 characters; a longer name keeps a hash so that names stay distinct
 # Overrides that say where and how a job ran, not what it is: left out of its name (the experiment is the task name).
 NOT_IN_NAMES = ("paths.", "callbacks.", "trainer", "logger", "hydra.", "data.prepare", "data.num_workers", "experiment=",
-                "ckpt_path=", "init_from=")
+                "ckpt_path=", "init_from=", "resume_sweep=")
 
 
 def job_name(task_name: str, seed: int) -> str:

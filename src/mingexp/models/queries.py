@@ -25,6 +25,11 @@ Choices (config keys under ``model.queries``):
   Qwen-VL gives image tokens, paper eq. 3's grid) or ``row`` (one row of s² positions: the released layout).
 * ``init_norm``: queries start as L2-normalised Gaussian noise (released) scaled to this norm;
   ``embedding`` (default) uses the MLLM's mean input-embedding norm.
+* ``scales``: a list, or a layout named after the DiT's patch grid g (tokens per side at the training
+  resolution; :func:`resolve_scales`): ``finest`` = [g], ``pyramid`` = [g/4, g/2, g] with values below 1
+  dropped. SANA-512 with DC-AE (g = 16) gives the paper's [16] and [4, 8, 16]; the toy DiT (32 px,
+  16-px patches, g = 2) gives [2] and [1, 2]. The ablations name layouts, so one command compares the
+  paper's two settings at whatever grid the model has.
 
 Released-code reproduction: ``boundary=shared boundary_trainable=false grid_encoding=none position_layout=row``.
 """
@@ -41,6 +46,8 @@ from torch import nn
 from mingexp.errors import ConfigError
 
 BOUNDARY_MODES = ("per_scale", "shared")
+SCALE_LAYOUTS = ("finest", "pyramid")
+PYRAMID_LEVELS = 3  # the paper's pyramid: three scales, each twice the previous, the finest at the DiT grid
 GRID_ENCODINGS = ("sincos", "none")
 POSITION_LAYOUTS = ("grid", "row")
 
@@ -59,6 +66,22 @@ def validate_scales(scales: Sequence[int], key: str = "model.queries.scales") ->
     if len(set(out)) != len(out):
         raise ConfigError(f"{key}={list(out)} repeats a scale; each scale must appear once.")
     return out
+
+
+def resolve_scales(scales: Sequence[int] | str, grid: int, key: str = "model.queries.scales") -> tuple[int, ...]:
+    """A list of scales as given, or a named layout at the DiT's patch grid ``grid`` (see module docstring).
+
+    >>> resolve_scales("pyramid", 16), resolve_scales("finest", 16), resolve_scales("pyramid", 2)
+    ((4, 8, 16), (16,), (1, 2))
+    """
+    if not isinstance(scales, str):
+        return validate_scales(scales, key)
+    if scales not in SCALE_LAYOUTS:
+        raise ConfigError(f"{key}={scales!r}: use a list such as [4, 8, 16] or a layout named after the DiT grid, one of {SCALE_LAYOUTS}.")
+    if scales == "finest":
+        return (grid,)
+    levels = (grid >> k for k in reversed(range(PYRAMID_LEVELS)))  # g/4, g/2, g (floored)
+    return tuple(dict.fromkeys(s for s in levels if s >= 1))
 
 
 def sincos_grid_encoding(s: int, dim: int, base: int = 16) -> torch.Tensor:

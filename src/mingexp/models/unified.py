@@ -39,7 +39,7 @@ from mingexp.models.connector import Connector
 from mingexp.models.dit import BlockTap, dit_width, num_blocks
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMInputs
-from mingexp.models.queries import MultiScaleQueries, default_init_norm
+from mingexp.models.queries import MultiScaleQueries, default_init_norm, resolve_scales
 
 
 @dataclass
@@ -323,6 +323,9 @@ def build_model(
         torch.manual_seed(seed)
         # 2. queries at the MLLM width, boundary tokens from the MLLM's own image-boundary embeddings
         init_norm = default_init_norm(queries.pop("init_norm", "embedding"), mllm.mean_embedding_norm())
+        # a named layout (finest | pyramid) is read at the DiT's patch grid: tokens per side at its sample size
+        grid = int(dit.config.sample_size) // int(dit.config.patch_size)
+        queries["scales"] = resolve_scales(queries.get("scales", "pyramid"), grid)
         q = _section(
             MultiScaleQueries, queries, "model.queries", width=d_mllm, init_norm=init_norm, boundary_init=mllm.boundary_embeddings(), seed=seed
         )

@@ -27,6 +27,27 @@ def subset(prompts: list[dict], n: int | None) -> list[dict]:
     return out
 
 
+def _score(correct: list[bool], tags: list[str]) -> dict[str, float]:
+    metric = GenEvalScore()
+    metric.update(correct, tags)
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def score_tracks(prompts: list[dict], results: list[dict]) -> dict[str, float]:
+    """GenEval's summary of scored images (``overall`` and per tag), and the same per ``split`` of the prompts.
+
+    GenEval-Shapes marks each prompt ``seen`` or ``unseen`` (compositions no training split holds,
+    :mod:`mingexp.data.shapes`): ``seen/overall`` says whether the model follows prompts, ``unseen/overall``
+    whether it composes concepts it never saw together. Each is the mean over the tags its prompts hold.
+    """
+    values = _score([r["correct"] for r in results], [r["tag"] for r in results])
+    splits = [prompts[r["prompt_index"]].get("split") for r in results]
+    for split in sorted({s for s in splits if s is not None}):
+        chosen = [r for r, s in zip(results, splits) if s == split]
+        values.update({f"{split}/{k}": v for k, v in _score([r["correct"] for r in chosen], [r["tag"] for r in chosen]).items()})
+    return values
+
+
 class GenEvalEval:
     """GenEval (or GenEval-Shapes) on a model.
 
@@ -66,9 +87,7 @@ class GenEvalEval:
             folder = Path(out_dir) if out_dir is not None else Path(tmp)
             write_layout(prompts, folder, generate, self.images_per_prompt, self.seed, self.batch_size, progress=False)
             summary, results = score_folder(folder, self.detector, self.images_per_prompt, track, progress=False)
-            metric = GenEvalScore()
-            metric.update([r["correct"] for r in results], [r["tag"] for r in results])
-            values = {k: float(v) for k, v in metric.compute().items()}
+            values = score_tracks(prompts, results)
             values["correct_prompts"] = summary["correct_prompts"]
             values["missing"] = float(summary["missing"])
             from PIL import Image

@@ -1,0 +1,290 @@
+"""GenEval contamination check: how many training captions are GenEval prompts, exactly or nearly.
+
+    python -m mingexp.eval.geneval.contamination <captions> [<captions> ...] [--metadata official|shapes|<jsonl>]
+
+GenEval's 553 prompts come from six templates ("a photo of two dogs", "a photo of a red car and a blue bench"),
+and training sets built from the same templates hold them verbatim: BLIP3o-60k holds ~10 k such prompts (BLIP3o
+issue 47). A model trained on them is scored on its training prompts. Run this on every caption source of a
+run before reporting its GenEval numbers.
+
+``<captions>``: WebDataset shards (``.tar``: the ``txt`` / ``caption`` / ``text`` member or the ``json``
+member's ``caption`` / ``prompt`` / ``text`` / ``instruction`` / ``instructions``; img2dataset's layout), parquet
+tables (``--column``, default: the first of caption / text / prompt / TEXT / edit_prompt / instruction),
+JSON lines (the same keys) or plain text (one caption per line); a folder is searched for all four, and brace
+patterns and globs are expanded. A caption that cannot be read (broken tar, undecodable text, malformed JSON
+line) is skipped and counted per reason, never fatal.
+
+Two levels of match, each caption against every prompt:
+
+* **exact**: the caption equals the prompt after stripping surrounding whitespace;
+* **normalised**: equal after :func:`normalize`: lower case, punctuation dropped, the framing "a photo of" /
+  "an image of" / "a picture of" dropped (with any article), articles (a, an, the) and "one" / "1" dropped, number words two..ten
+  as digits, plural nouns singular (rules plus a few irregulars). "Two Dogs." matches "a photo of two dogs".
+
+It prints the counts (captions read, skipped per reason, captions matching at each level, distinct prompts
+hit, per GenEval tag), examples (caption → prompt, tag), and with ``--json`` writes them to a file. It reports;
+the decision (drop the captions, report GenEval as contaminated, or use the rewritten prompts) is the user's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from mingexp.errors import ConfigError
+
+CAPTION_KEYS = ("caption", "prompt", "text", "instruction", "TEXT", "edit_prompt", "txt")  # json fields, parquet columns
+TAR_TEXT_MEMBERS = ("txt", "caption", "text")
+FORMATS = {".tar": "shards", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}
+N_EXAMPLES = 5
+
+FRAMES = (("photo", "of"), ("image", "of"), ("picture", "of"), ("photograph", "of"))  # after articles are dropped
+ARTICLES = frozenset({"a", "an", "the", "one", "1"})
+NUMBERS = {"two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse", "knives": "knife",
+             "teeth": "tooth", "feet": "foot", "geese": "goose", "leaves": "leaf", "wolves": "wolf", "shelves": "shelf"}
+_KEEP_S = ("ss", "us", "is")  # glass, bus, tennis: not plurals
+
+
+def singular(word: str) -> str:
+    """A noun's singular by rule (benches → bench, cherries → cherry, glasses → glass, dogs → dog)."""
+    if word in IRREGULAR:
+        return IRREGULAR[word]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("sses", "ches", "shes", "xes", "zes", "uses")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(_KEEP_S):
+        return word[:-1]
+    return word
+
+
+def normalize(text: str) -> str:
+    """The normalised form both sides of a near-duplicate match share (see the module docstring)."""
+    words = [w for w in re.sub(r"[^\w\s]", " ", text.lower()).split() if w not in ARTICLES]
+    for frame in FRAMES:
+        if tuple(words[: len(frame)]) == frame:
+            words = words[len(frame) :]
+            break
+    return " ".join(singular(NUMBERS.get(w, w)) for w in words)
+
+
+# -------------------------------------------------------------------------------------------- readers
+@dataclass
+class Captions:
+    """Captions read from the sources, with what could not be read counted per reason."""
+
+    texts: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    files: int = 0
+
+
+def _caption_of(record: dict, column: str | None) -> list[str]:
+    keys = (column,) if column else CAPTION_KEYS
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, str) and value.strip():
+            return [value]
+    instructions = record.get("instructions")  # multi-turn edit chains
+    if isinstance(instructions, list):
+        return [v for v in instructions if isinstance(v, str)]
+    return []
+
+
+def _read_shards(paths: Sequence[str], out: Captions) -> None:
+    import webdataset as wds
+
+    def count(exn: Exception) -> bool:
+        out.skipped["broken_tar"] += 1
+        return True  # go on with the next member / shard
+
+    for sample in wds.DataPipeline(wds.SimpleShardList(list(paths)), wds.tarfile_to_samples(handler=count)):
+        found = []
+        for member in TAR_TEXT_MEMBERS:
+            if member in sample:
+                try:
+                    found = [t for t in [sample[member].decode("utf-8")] if t.strip()]
+                except UnicodeDecodeError:
+                    out.skipped["undecodable_text"] += 1
+                break
+        if not found and "json" in sample:
+            try:
+                found = _caption_of(json.loads(sample["json"]), None)
+            except (ValueError, UnicodeDecodeError):
+                out.skipped["malformed_json"] += 1
+                continue
+        if not found:
+            out.skipped["no_caption"] += 1
+        out.texts += found
+
+
+def _read_parquet(path: str, column: str | None, out: Captions) -> None:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    chosen = column or next((c for c in CAPTION_KEYS if c in names), None)
+    if chosen not in names:
+        raise ConfigError(f"{path}: no caption column {column or list(CAPTION_KEYS)} among {names}; pass --column <name>.")
+    for value in pq.read_table(path, columns=[chosen]).column(chosen).to_pylist():
+        if isinstance(value, str) and value.strip():
+            out.texts.append(value)
+        else:
+            out.skipped["no_caption"] += 1
+
+
+def _read_jsonl(path: str, column: str | None, out: Captions) -> None:
+    with open(path, encoding="utf-8", errors="strict") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                out.skipped["malformed_json"] += 1
+                continue
+            found = _caption_of(record, column) if isinstance(record, dict) else []
+            if not found:
+                out.skipped["no_caption"] += 1
+            out.texts += found
+
+
+def _read_txt(path: str, out: Captions) -> None:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        out.texts += [line.strip() for line in f if line.strip()]
+
+
+def _files(source: str) -> list[str]:
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix in FORMATS)
+        if not files:
+            raise ConfigError(f"{source}: a folder with no {sorted(FORMATS)} file. Pass shards, parquet, jsonl or txt files.")
+        return files
+    from mingexp.data.wds import expand_urls
+
+    return expand_urls(source, key="contamination captions")
+
+
+def read_captions(sources: Iterable[str], column: str | None = None) -> Captions:
+    """Every caption of the sources, in order (see the module docstring for the formats)."""
+    out = Captions()
+    for source in sources:
+        files = _files(source)
+        out.files += len(files)
+        shards = [f for f in files if f.endswith(".tar")]
+        if shards:
+            _read_shards(shards, out)
+        for f in files:
+            kind = FORMATS.get(Path(f).suffix)
+            if kind == "parquet":
+                _read_parquet(f, column, out)
+            elif kind == "jsonl":
+                _read_jsonl(f, column, out)
+            elif kind == "txt":
+                _read_txt(f, out)
+            elif kind is None:
+                raise ConfigError(f"{f}: not a caption file this check reads ({sorted(FORMATS)}).")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ matching
+def load_prompts(metadata: str, cache_dir: str = ".cache") -> list[dict]:
+    """GenEval prompts: ``official`` (downloaded once), ``shapes`` (the GenEval-Shapes suite) or a jsonl path."""
+    if metadata == "shapes":
+        from mingexp.data.shapes import geneval_shapes_suite
+
+        return geneval_shapes_suite(0)
+    from mingexp.eval.geneval.metadata import load_metadata
+
+    return load_metadata(metadata, cache_dir)[0]
+
+
+def check(captions: Sequence[str], prompts: Sequence[dict], examples: int = N_EXAMPLES) -> dict:
+    """Counts and examples of captions that are GenEval prompts (exact) or near-duplicates (normalised)."""
+    exact = {p["prompt"].strip(): p for p in prompts}
+    near: dict[str, dict] = {}
+    for p in prompts:
+        near.setdefault(normalize(p["prompt"]), p)
+    hits = {"exact": Counter(), "normalised": Counter()}  # prompt → number of captions
+    shown: dict[str, list[dict]] = {"exact": [], "normalised": []}
+    matched = Counter()
+    for caption in captions:
+        stripped = caption.strip()
+        level, prompt = (("exact", exact[stripped]) if stripped in exact else ("normalised", near.get(normalize(stripped))))
+        if prompt is None:
+            continue
+        matched[level] += 1
+        hits[level][prompt["prompt"]] += 1
+        if len(shown[level]) < examples:
+            shown[level].append({"caption": caption, "prompt": prompt["prompt"], "tag": prompt["tag"]})
+    tag_of = {p["prompt"]: p["tag"] for p in prompts}
+    per_level = {}
+    for level in ("exact", "normalised"):
+        tags = Counter()
+        for prompt, n in hits[level].items():
+            tags[tag_of[prompt]] += n
+        per_level[level] = {"captions": matched[level], "prompts": len(hits[level]), "tags": dict(sorted(tags.items())),
+                            "examples": shown[level]}
+    any_prompts = set(hits["exact"]) | set(hits["normalised"])
+    return {
+        "captions": len(captions),
+        "geneval_prompts": len(prompts),
+        "exact": per_level["exact"],
+        # near-duplicates that are not exact (a caption counts at its strongest level only)
+        "normalised": per_level["normalised"],
+        "contaminated_captions": matched["exact"] + matched["normalised"],
+        "prompts_hit": len(any_prompts),
+        "prompts_hit_by_tag": dict(sorted(Counter(tag_of[p] for p in any_prompts).items())),
+    }
+
+
+def format_report(report: dict, skipped: Counter, files: int) -> str:
+    n = max(report["captions"], 1)
+    lines = [f"GenEval contamination: {report['captions']} captions from {files} files "
+             f"({sum(skipped.values())} skipped{': ' + ', '.join(f'{k} {v}' for k, v in sorted(skipped.items())) if skipped else ''}), "
+             f"{report['geneval_prompts']} GenEval prompts"]
+    for level in ("exact", "normalised"):
+        r = report[level]
+        lines.append(f"  {level:<10} {r['captions']} captions ({r['captions'] / n:.2%}) hit {r['prompts']} prompts; by tag: "
+                     + (", ".join(f"{t} {c}" for t, c in r["tags"].items()) or "none"))
+        for e in r["examples"]:
+            lines.append(f"      {e['caption']!r} → {e['prompt']!r} ({e['tag']})")
+    lines.append(f"  total      {report['contaminated_captions']} captions ({report['contaminated_captions'] / n:.2%}); "
+                 f"{report['prompts_hit']} of {report['geneval_prompts']} prompts appear in training: "
+                 + (", ".join(f"{t} {c}" for t, c in report["prompts_hit_by_tag"].items()) or "none"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("captions", nargs="+", help="shards (.tar), parquet, jsonl or txt files, folders, globs or brace patterns")
+    parser.add_argument("--metadata", default="official",
+                        help="GenEval prompts: official (GenEval's evaluation_metadata.jsonl, downloaded once), shapes (GenEval-Shapes), or a path")
+    parser.add_argument("--column", help="the caption column / JSON field (default: the first of %s)" % ", ".join(CAPTION_KEYS))
+    parser.add_argument("--examples", type=int, default=N_EXAMPLES, help="examples shown per level")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--cache-dir", default=".cache")
+    args = parser.parse_args(argv)
+    try:
+        captions = read_captions(args.captions, args.column)
+        prompts = load_prompts(args.metadata, args.cache_dir)
+    except ConfigError as e:
+        print(f"contamination: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    report = check(captions.texts, prompts, args.examples)
+    report["skipped"] = dict(captions.skipped)
+    print(format_report(report, captions.skipped, captions.files))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
