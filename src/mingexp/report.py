@@ -103,7 +103,9 @@ def read_run(folder: Path, factors: dict[str, str] = FACTORS) -> Run:
                 curves[metric][step] = float(value)
     run.curves = {m: sorted(points.items()) for m, points in curves.items()}
     finished = folder / FINISHED
-    run.complete = finished.is_file() or (not finished.exists() and bool(run.final) and not _has_resume_record(folder))
+    # before finished.json existed, a run that logged its end-of-run values finished; a job that records its
+    # overrides (sweep_job.json) writes finished.json when it finishes, so without it it did not
+    run.complete = finished.is_file() or (bool(run.final) and not (folder / JOB).is_file())
     if finished.is_file():
         run.wall_s = finished.stat().st_mtime - (folder / ".hydra" / "config.yaml").stat().st_mtime
     for metric, points in run.curves.items():
@@ -111,15 +113,9 @@ def read_run(folder: Path, factors: dict[str, str] = FACTORS) -> Run:
     return run
 
 
-def _has_resume_record(folder: Path) -> bool:
-    """A job started by a framework that writes finished.json: without that file it did not finish."""
-    return (folder / JOB).is_file()
-
-
 def find_runs(roots: Sequence[str | Path], factors: dict[str, str] = FACTORS) -> list[Run]:
     """Every job folder under ``roots`` (complete or not); a folder without metrics.csv has no values yet."""
-    return [read_run(cfg.parent.parent, factors) for root in roots for cfg in sorted(Path(root).rglob(".hydra/config.yaml"))
-            if cfg.parent.parent.name != ".hydra"]
+    return [read_run(cfg.parent.parent, factors) for root in roots for cfg in sorted(Path(root).rglob(".hydra/config.yaml"))]
 
 
 def missing_jobs(roots: Sequence[str | Path]) -> list[dict]:

@@ -78,11 +78,25 @@ def normalize(text: str) -> str:
 # -------------------------------------------------------------------------------------------- readers
 @dataclass
 class Captions:
-    """Captions read from the sources, with what could not be read counted per reason."""
+    """The captions of the sources, streamed (a web-scale caption set is never held in memory): iterate once;
+    what could not be read is counted per reason in ``skipped`` as the stream goes."""
 
-    texts: list[str] = field(default_factory=list)
+    files: list[str]
+    column: str | None = None
     skipped: Counter = field(default_factory=Counter)
-    files: int = 0
+
+    def __iter__(self) -> Iterator[str]:
+        shards = [f for f in self.files if f.endswith(".tar")]
+        if shards:
+            yield from _read_shards(shards, self.skipped)
+        for f in self.files:
+            kind = FORMATS[Path(f).suffix]
+            if kind == "parquet":
+                yield from _read_parquet(f, self.column, self.skipped)
+            elif kind == "jsonl":
+                yield from _read_jsonl(f, self.column, self.skipped)
+            elif kind == "txt":
+                yield from _read_txt(f)
 
 
 def _caption_of(record: dict, column: str | None) -> list[str]:
@@ -97,11 +111,11 @@ def _caption_of(record: dict, column: str | None) -> list[str]:
     return []
 
 
-def _read_shards(paths: Sequence[str], out: Captions) -> None:
+def _read_shards(paths: Sequence[str], skipped: Counter) -> Iterator[str]:
     import webdataset as wds
 
     def count(exn: Exception) -> bool:
-        out.skipped["broken_tar"] += 1
+        skipped["broken_tar"] += 1
         return True  # go on with the next member / shard
 
     for sample in wds.DataPipeline(wds.SimpleShardList(list(paths)), wds.tarfile_to_samples(handler=count)):
@@ -111,34 +125,35 @@ def _read_shards(paths: Sequence[str], out: Captions) -> None:
                 try:
                     found = [t for t in [sample[member].decode("utf-8")] if t.strip()]
                 except UnicodeDecodeError:
-                    out.skipped["undecodable_text"] += 1
+                    skipped["undecodable_text"] += 1
                 break
         if not found and "json" in sample:
             try:
                 found = _caption_of(json.loads(sample["json"]), None)
             except (ValueError, UnicodeDecodeError):
-                out.skipped["malformed_json"] += 1
+                skipped["malformed_json"] += 1
                 continue
         if not found:
-            out.skipped["no_caption"] += 1
-        out.texts += found
+            skipped["no_caption"] += 1
+        yield from found
 
 
-def _read_parquet(path: str, column: str | None, out: Captions) -> None:
+def _read_parquet(path: str, column: str | None, skipped: Counter) -> Iterator[str]:
     import pyarrow.parquet as pq
 
     names = pq.read_schema(path).names
     chosen = column or next((c for c in CAPTION_KEYS if c in names), None)
     if chosen not in names:
         raise ConfigError(f"{path}: no caption column {column or list(CAPTION_KEYS)} among {names}; pass --column <name>.")
-    for value in pq.read_table(path, columns=[chosen]).column(chosen).to_pylist():
-        if isinstance(value, str) and value.strip():
-            out.texts.append(value)
-        else:
-            out.skipped["no_caption"] += 1
+    for batch in pq.ParquetFile(path).iter_batches(columns=[chosen]):
+        for value in batch.column(0).to_pylist():
+            if isinstance(value, str) and value.strip():
+                yield value
+            else:
+                skipped["no_caption"] += 1
 
 
-def _read_jsonl(path: str, column: str | None, out: Captions) -> None:
+def _read_jsonl(path: str, column: str | None, skipped: Counter) -> Iterator[str]:
     with open(path, encoding="utf-8", errors="strict") as f:
         for line in f:
             if not line.strip():
@@ -146,17 +161,17 @@ def _read_jsonl(path: str, column: str | None, out: Captions) -> None:
             try:
                 record = json.loads(line)
             except ValueError:
-                out.skipped["malformed_json"] += 1
+                skipped["malformed_json"] += 1
                 continue
             found = _caption_of(record, column) if isinstance(record, dict) else []
             if not found:
-                out.skipped["no_caption"] += 1
-            out.texts += found
+                skipped["no_caption"] += 1
+            yield from found
 
 
-def _read_txt(path: str, out: Captions) -> None:
+def _read_txt(path: str) -> Iterator[str]:
     with open(path, encoding="utf-8", errors="replace") as f:
-        out.texts += [line.strip() for line in f if line.strip()]
+        yield from (line.strip() for line in f if line.strip())
 
 
 def _files(source: str) -> list[str]:
@@ -172,25 +187,13 @@ def _files(source: str) -> list[str]:
 
 
 def read_captions(sources: Iterable[str], column: str | None = None) -> Captions:
-    """Every caption of the sources, in order (see the module docstring for the formats)."""
-    out = Captions()
-    for source in sources:
-        files = _files(source)
-        out.files += len(files)
-        shards = [f for f in files if f.endswith(".tar")]
-        if shards:
-            _read_shards(shards, out)
-        for f in files:
-            kind = FORMATS.get(Path(f).suffix)
-            if kind == "parquet":
-                _read_parquet(f, column, out)
-            elif kind == "jsonl":
-                _read_jsonl(f, column, out)
-            elif kind == "txt":
-                _read_txt(f, out)
-            elif kind is None:
-                raise ConfigError(f"{f}: not a caption file this check reads ({sorted(FORMATS)}).")
-    return out
+    """The captions of the sources, in order (see the module docstring for the formats); files are listed and
+    checked here, captions are read as the result is iterated."""
+    files = [f for source in sources for f in _files(source)]
+    for f in files:
+        if Path(f).suffix not in FORMATS:
+            raise ConfigError(f"{f}: not a caption file this check reads ({sorted(FORMATS)}).")
+    return Captions(files, column)
 
 
 # ------------------------------------------------------------------------------------------ matching
@@ -205,16 +208,17 @@ def load_prompts(metadata: str, cache_dir: str = ".cache") -> list[dict]:
     return load_metadata(metadata, cache_dir)[0]
 
 
-def check(captions: Sequence[str], prompts: Sequence[dict], examples: int = N_EXAMPLES) -> dict:
-    """Counts and examples of captions that are GenEval prompts (exact) or near-duplicates (normalised)."""
+def check(captions: Iterable[str], prompts: Sequence[dict], examples: int = N_EXAMPLES) -> dict:
+    """Counts and examples of captions that are GenEval prompts (exact) or near-duplicates (normalised); one pass."""
     exact = {p["prompt"].strip(): p for p in prompts}
     near: dict[str, dict] = {}
     for p in prompts:
         near.setdefault(normalize(p["prompt"]), p)
     hits = {"exact": Counter(), "normalised": Counter()}  # prompt → number of captions
     shown: dict[str, list[dict]] = {"exact": [], "normalised": []}
-    matched = Counter()
+    matched, total = Counter(), 0
     for caption in captions:
+        total += 1
         stripped = caption.strip()
         level, prompt = (("exact", exact[stripped]) if stripped in exact else ("normalised", near.get(normalize(stripped))))
         if prompt is None:
@@ -233,7 +237,7 @@ def check(captions: Sequence[str], prompts: Sequence[dict], examples: int = N_EX
                             "examples": shown[level]}
     any_prompts = set(hits["exact"]) | set(hits["normalised"])
     return {
-        "captions": len(captions),
+        "captions": total,
         "geneval_prompts": len(prompts),
         "exact": per_level["exact"],
         # near-duplicates that are not exact (a caption counts at its strongest level only)
@@ -273,13 +277,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     try:
         captions = read_captions(args.captions, args.column)
-        prompts = load_prompts(args.metadata, args.cache_dir)
+        report = check(captions, load_prompts(args.metadata, args.cache_dir), args.examples)
     except ConfigError as e:
         print(f"contamination: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    report = check(captions.texts, prompts, args.examples)
     report["skipped"] = dict(captions.skipped)
-    print(format_report(report, captions.skipped, captions.files))
+    print(format_report(report, captions.skipped, len(captions.files)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
