@@ -87,8 +87,8 @@ def main(argv=None) -> dict:
             with timer(t["connector"], device):
                 cond = m.connector.dit_condition(m.connector(h.to(next(m.connector.parameters()).dtype)))
             null = m.null_tokens(cond)
-            x = torch.randn((1, m.dit.config.in_channels, size // f, size // f), device=device, dtype=cond.dtype)
-            ts = torch.full((2,), 500.0, device=device)
+            x = torch.randn((1, m.dit.in_channels, size // f, size // f), device=device, dtype=cond.dtype)
+            ts = torch.full((2,), 0.5, device=device)  # σ
             for _ in range(3):
                 with timer(t["dit step (batched guidance)"], device):
                     m.denoise(torch.cat([x, x]), torch.cat([null, cond]), ts)

@@ -57,14 +57,12 @@ def build(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from mingexp.train import match_data_to_model
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_dir=/tmp/mingexp_step_time", *overrides])
     torch.manual_seed(int(cfg.seed))
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module)
-    match_data_to_model(datamodule, module)
+    datamodule.configure(module.model_spec())
     datamodule.prepare_data()
     datamodule.setup("fit")
     module.log = lambda *a, **k: None  # no trainer to log to

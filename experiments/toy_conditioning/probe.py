@@ -57,9 +57,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from mingexp.data.shapes import COLORS, SHAPES, Scene, ShapeObject, _a, prompt_metadata, render, scene_for, slot_boxes, t2i_example
+from mingexp.data.shapes import COLORS, SHAPES, Scene, ShapeObject, with_article, prompt_metadata, render, scene_for, slot_boxes, t2i_example
 from mingexp.eval.geneval.shapes_detector import ShapesDetector
 from mingexp.evaluate import load_model
+from mingexp.models.generation import generate, seed_range
 from mingexp.models.unified import Condition
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -88,7 +89,7 @@ def scenes(rng: random.Random, size: int, n: int, data: str = "mix") -> tuple[li
 
 def prompt(colour: str, shape: str) -> str:
     """The world's own phrasing of a single-object prompt ("a photo of an orange star"), its article rule included."""
-    return f"a photo of {_a(f'{colour} {shape}')}"
+    return f"a photo of {with_article(f'{colour} {shape}')}"
 
 
 def single_object_accuracy(model, detector: ShapesDetector, path: Path) -> dict[str, float]:
@@ -98,7 +99,7 @@ def single_object_accuracy(model, detector: ShapesDetector, path: Path) -> dict[
     6 of the 60 prompts.)
     """
     pairs = [(c, s) for c in COLORS for s in SHAPES]
-    images = model.generate([prompt(c, s) for c, s in pairs], num_images=1, seed=0)
+    images = generate(model, [prompt(c, s) for c, s in pairs], seed_range(0, len(pairs)))
     hits = {"colour": 0, "shape": 0, "both": 0, "one": 0}
     for image, (colour, shape) in zip(images, pairs):
         found = detector.detect(image)

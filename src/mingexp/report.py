@@ -42,11 +42,13 @@ from omegaconf import OmegaConf
 
 from mingexp.lit.resume import FINISHED, JOB
 
-# what the ms_align study varies (a factor shows in the tables only when a sweep varies it), and the paper's claims
-FACTORS = {
+# what the ms_align study varies (a factor shows in the tables only when a sweep varies it), and the paper's claims;
+# a factor read from several keys takes the first one a run's config has (align_mode: the reading's class, chosen
+# by model/align=semantic|latent; model.align.mode in sweeps from before the readings were classes)
+FACTORS: dict[str, str | tuple[str, ...]] = {
     "scales": "model.queries.scales",
     "align": "model.align.weight",
-    "align_mode": "model.align.mode",
+    "align_mode": ("model.align._target_", "model.align.mode"),
     "queries_trainable": "model.queries.trainable",
     "queries_lr": "module.lr.queries",
 }
@@ -75,16 +77,29 @@ class Run:
     wall_s: float | None = None  # from the job's composed config to its finished.json
 
 
+ALIGN_PACKAGE = "mingexp.models.align."
+
+
 def _level(value) -> str:
     if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
         return str([int(v) for v in value])
+    if isinstance(value, str) and value.startswith(ALIGN_PACKAGE):
+        return value[len(ALIGN_PACKAGE):].split(".")[0]  # an alignment reading's class → its name (semantic | latent)
     return str(float(value)) if isinstance(value, (int, float)) else str(value)
 
 
-def read_run(folder: Path, factors: dict[str, str] = FACTORS) -> Run:
+def _select(cfg, keys: str | tuple[str, ...]):
+    for key in (keys,) if isinstance(keys, str) else keys:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if value is not None:
+            return value
+    return None
+
+
+def read_run(folder: Path, factors: dict[str, str | tuple[str, ...]] = FACTORS) -> Run:
     """One job folder → its factor levels, seed, final metrics, curves and whether it finished."""
     cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    levels = {name: _level(OmegaConf.select(cfg, key, throw_on_resolution_failure=False)) for name, key in factors.items()}
+    levels = {name: _level(_select(cfg, keys)) for name, keys in factors.items()}
     run = Run(folder, levels, int(cfg.get("seed", 0)))
     rows = []
     for path in sorted(folder.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime):  # a resumed job may hold several
@@ -113,7 +128,7 @@ def read_run(folder: Path, factors: dict[str, str] = FACTORS) -> Run:
     return run
 
 
-def find_runs(roots: Sequence[str | Path], factors: dict[str, str] = FACTORS) -> list[Run]:
+def find_runs(roots: Sequence[str | Path], factors: dict[str, str | tuple[str, ...]] = FACTORS) -> list[Run]:
     """Every job folder under ``roots`` (complete or not); a folder without metrics.csv has no values yet."""
     return [read_run(cfg.parent.parent, factors) for root in roots for cfg in sorted(Path(root).rglob(".hydra/config.yaml"))]
 

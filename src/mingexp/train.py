@@ -27,7 +27,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mingexp.errors import ConfigError, TrainingDiverged
+from mingexp.eval.headline import headline
 from mingexp.lit import resume
+from mingexp.lit.compat import upgrade_keys
 
 
 def _instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -49,15 +51,17 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={path}: no such checkpoint file (ckpt_path=last resumes this run folder's newest checkpoint).")
 
 
-def _init_from(module: L.LightningModule, path: str) -> None:
-    """Start a stage from another run's weights (model and EMA only; fresh optimizer, schedule and step)."""
+def _init_from(module: L.LightningModule, path: str) -> list[str]:
+    """Start a stage from another run's weights (model and EMA only; fresh optimizer, schedule and step).
+    Returns the keys it loaded."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    weights = state["state_dict"]
     current = module.state_dict()
+    weights = upgrade_keys(state["state_dict"], current)  # a pre-seam checkpoint's DiT keys (mingexp.lit.compat)
     loadable = {k: v for k, v in weights.items() if k in current and current[k].shape == v.shape}
     skipped = sorted(set(weights) - set(loadable))
     module.load_state_dict(loadable, strict=False)
     print(f"[mingexp] init_from {path}: {len(loadable)} tensors loaded, {len(skipped)} skipped{(' e.g. ' + skipped[0]) if skipped else ''}")
+    return sorted(loadable)
 
 
 def _kept(output_dir: Path, prefer: str = "last.ckpt") -> str:
@@ -67,14 +71,6 @@ def _kept(output_dir: Path, prefer: str = "last.ckpt") -> str:
         if (folder / name).is_file():
             return str(folder / name)
     return f"no checkpoint in {folder} (no step was finished)"
-
-
-def match_data_to_model(datamodule: Any, module: Any) -> None:
-    """Images at the loaded model's native size, in multiples of its DiT's patch in pixels (a unified model
-    and a datamodule that can resize; the toy-MLLM stage has neither)."""
-    model = getattr(module, "model", None)
-    if hasattr(model, "default_size") and hasattr(datamodule, "set_resolution"):
-        datamodule.set_resolution(model.default_size(), model.vae.spatial_factor * model.dit.config.patch_size)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -104,7 +100,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     # 2. the LightningModule, which builds the model (every width read from the loaded checkpoints)
     module = instantiate(cfg.module)
-    match_data_to_model(datamodule, module)
+    # images at the loaded model's native size, in multiples of its DiT patch in pixels (None: no image model)
+    datamodule.configure(module.model_spec())
     if rank_zero_only.rank == 0:
         # Lightning's own data hooks, run before the trainer exists: a data source matching no shard fails here
         # with its one-line message and leaves no checkpoint (inside fit it would be a traceback and an
@@ -148,8 +145,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if final_eval.is_file():
             values = json.loads(final_eval.read_text())
             print(f"  evaluation    : {final_eval} (grids beside it)")
-            for key in sorted(k for k in values if k.startswith("eval/") and k.count("/") == 2 and not k.split("/")[2].startswith(("color", "count", "position", "single", "two"))):
-                print(f"      {key:<34} {values[key]:.4f}")
+            for key, value in headline(values).items():
+                print(f"      {key:<34} {value:.4f}")
         for logger in loggers:
             print(f"  logs          : {type(logger).__name__} in {getattr(logger, 'save_dir', None) or output_dir}")
         loss = {k: round(v, 4) for k, v in metrics.items() if "loss" in k}

@@ -7,7 +7,9 @@ shipped in the folder (the interpolation ``${dit.path}`` points into it), ``buil
 mingexp's own model parts and nothing else, or refuses it with one error naming the key:
 
 1. every ``_target_`` must be one of mingexp's builders *at its place* in the model tree
-   (:data:`ALLOWED_TARGETS`); any other Hydra key (``_args_``, ``_partial_``, ``_recursive_``) is refused;
+   (:data:`ALLOWED_TARGETS`: a fixed set, or for the denoiser and the alignment every adapter class of their
+   package); ``_partial_: true`` only where the model builder completes a part (:data:`PARTIAL_PLACES`); any
+   other Hydra key (``_args_``, ``_recursive_``) is refused;
 2. interpolations: none in an export (mingexp writes resolved values); in a run config only references to
    ``paths.*``, ``seed`` and ``model.*`` (which the caller resolves against *this* machine's paths), never a
    resolver (``oc.env``, ``oc.decode``, ...); after resolution no ``${`` may remain;
@@ -22,19 +24,41 @@ Weights are never a concern here: every part loads safetensors (or ``torch.load(
 from __future__ import annotations
 
 import copy
+import importlib
+import inspect
+import pkgutil
 import re
 from typing import Any, Callable, Mapping
 
 from mingexp.errors import UnsafeConfigError
 
-# Where in the model tree each builder may appear ("" is the root). A new builder (a decoder, an alignment
-# variant) is added here, beside its preset in conf/model/; tests/unit/test_untrusted.py checks every shipped
-# preset against this table.
-ALLOWED_TARGETS: dict[str, frozenset[str]] = {
+
+def adapter_targets(package: str, base: str, entry: str = "") -> frozenset[str]:
+    """The ``_target_`` of every subclass of ``base`` defined in ``package``'s modules (``entry``: a classmethod
+    that builds it, e.g. ``build``). A new adapter file in the package is allowed without editing this module."""
+    module_name, _, class_name = base.rpartition(".")
+    root = getattr(importlib.import_module(module_name), class_name)
+    found = set()
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        module = importlib.import_module(f"{package}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, root) and cls is not root and cls.__module__ == module.__name__:
+                found.add(f"{cls.__module__}.{cls.__qualname__}" + (f".{entry}" if entry else ""))
+    return frozenset(found)
+
+
+# Where in the model tree each builder may appear ("" is the root): a fixed set, or a function listing a
+# package's adapters (a new decoder or alignment reading is a new file there, nothing to add here).
+# tests/unit/test_untrusted.py checks every shipped preset against this table.
+ALLOWED_TARGETS: dict[str, frozenset[str] | Callable[[], frozenset[str]]] = {
     "": frozenset({"mingexp.models.unified.build_model"}),
     "mllm": frozenset({"mingexp.models.mllm.FrozenMLLM.from_pretrained"}),
-    "dit": frozenset({"mingexp.models.dit.load_dit"}),
-    "vae": frozenset({"mingexp.models.vae.DCAE.from_pretrained", "mingexp.models.vae.PixelSpace"}),
+    "mllm.processor": frozenset({"mingexp.models.processor.MLLMProcessor.from_pretrained"}),
+    "queries": frozenset({"mingexp.models.queries.MultiScaleQueries"}),
+    "connector": frozenset({"mingexp.models.connector.Connector.build"}),
+    "dit": lambda: adapter_targets("mingexp.models.denoisers", "mingexp.models.denoisers.base.Denoiser", "build"),
+    "align": lambda: adapter_targets("mingexp.models.align", "mingexp.models.align.base.Alignment"),
+    "vae": frozenset({"mingexp.models.vae.DCAE.from_pretrained", "mingexp.models.vae.KLVAE.from_pretrained", "mingexp.models.vae.PixelSpace"}),
     "flow": frozenset({"mingexp.diffusion.flow.FlowMatching"}),
     "sampler": frozenset({"mingexp.diffusion.sampler.FlowSampler"}),
     "cond_dropout": frozenset({"mingexp.diffusion.flow.ConditionDropout"}),
@@ -42,6 +66,13 @@ ALLOWED_TARGETS: dict[str, frozenset[str]] = {
 }
 # Hydra keys a folder may carry besides _target_ (_convert_ only changes how arguments are passed).
 ALLOWED_HYDRA_KEYS = frozenset({"_target_", "_convert_"})
+# Parts the model builder completes with the loaded widths: Hydra hands them over as partials.
+PARTIAL_PLACES = frozenset({"queries", "connector", "align", "mllm.processor"})
+
+
+def _allowed(place: str) -> frozenset[str]:
+    allowed = ALLOWED_TARGETS.get(place, frozenset())
+    return allowed() if callable(allowed) else allowed
 # Flags that decide what loading may execute or download, per section, with their safe defaults. The caller
 # passes them (command line: trust_remote_code=true, model.mllm.attn_implementation=...); the folder cannot.
 LOADER_FLAGS: dict[str, dict[str, Any]] = {
@@ -73,12 +104,14 @@ def _check_structure(config: Any, source: str, interpolation: re.Pattern | None)
         raise UnsafeConfigError(f"{source}: the model config must be a mapping, got {type(config).__name__}.")
     entries = [("", None, config), *_walk(config, "")]
     for path, key, value in entries:
+        if key == "_partial_" and path.rpartition("._partial_")[0] in PARTIAL_PLACES and value is True:
+            continue
         if isinstance(key, str) and key.startswith("_") and key.endswith("_") and key not in ALLOWED_HYDRA_KEYS:
             raise UnsafeConfigError(f"{source}: model.{path} is refused: a saved model config may not use Hydra's {key} "
                                     f"(allowed: {sorted(ALLOWED_HYDRA_KEYS)}). Re-export the checkpoint with mingexp.")
         if key == "_target_":
             place = path.rpartition("._target_")[0] if "." in path else ""
-            allowed = ALLOWED_TARGETS.get(place, frozenset())
+            allowed = _allowed(place)
             if value not in allowed:
                 where = f"model.{place}" if place else "model"
                 hint = f"allowed there: {sorted(allowed)}" if allowed else "no builder may appear there"

@@ -56,10 +56,46 @@ def test_instructpix2pix_schema(tiny_dir, tmp_path):
     })
     pq.write_table(table, tmp_path / "train-00000.parquet")
     counts = edit_recipe.convert([tmp_path / "train-00000.parquet"], tmp_path / "shards", **edit_recipe.PRESETS["instructpix2pix"])
-    assert counts == {"written": 2, "empty_instruction": 1}
+    assert counts == {"written": 2, "skipped/empty_instruction": 1}
     dm = datamodule(tiny_dir, [{"urls": str(tmp_path / "shards" / "*.tar"), "task": "edit"}], resampled=False, batch_size=1)
     batches = take(dm)
     assert sorted(b.prompts[0] for b in batches) == ["add a hat", "make it blue"]
+
+
+def test_bad_rows_are_skipped_counted_and_the_rest_converted(tiny_dir, tmp_path, capsys):
+    """One undecodable image, one missing caption, one malformed row (a later file without the target column):
+    the other rows convert, the three skips are counted by reason and printed, and no partial shard is left."""
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({
+        "original_image": pa.array([hf_image(png()), hf_image(b"\x89PNG not really"), hf_image(png()), hf_image(png())], type=image),
+        "edit_prompt": ["make it blue", "make it red", None, "add a hat"],
+        "edited_image": pa.array([hf_image(png(color=(0, 0, 255))), hf_image(png()), hf_image(png()), hf_image(jpg())], type=image),
+        "original_prompt": ["a"] * 4, "edited_prompt": ["b"] * 4,
+    }), tmp_path / "train-00000.parquet")
+    pq.write_table(pa.table({  # a later file of another schema version: the target column is named otherwise
+        "original_image": pa.array([hf_image(png())], type=image), "edit_prompt": ["make it green"],
+        "output_image": pa.array([hf_image(png())], type=image),
+    }), tmp_path / "train-00001.parquet")
+    files = [tmp_path / "train-00000.parquet", tmp_path / "train-00001.parquet"]
+    edit_recipe.main(["instructpix2pix", *map(str, files), "--out", str(tmp_path / "shards"), "--shard-size", "1"])
+    printed = capsys.readouterr().out
+    assert "2 samples written; 3 rows skipped (empty_instruction: 1, malformed_row: 1, undecodable_image: 1)" in printed
+    counts = edit_recipe.convert(files, tmp_path / "again", **edit_recipe.PRESETS["instructpix2pix"])
+    assert counts == {"written": 2, "skipped/undecodable_image": 1, "skipped/empty_instruction": 1, "skipped/malformed_row": 1}
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["000000.tar", "000001.tar"]  # whole shards only
+    dm = datamodule(tiny_dir, [{"urls": str(tmp_path / "shards" / "*.tar"), "task": "edit"}], resampled=False, batch_size=1)
+    assert sorted(b.prompts[0] for b in take(dm)) == ["add a hat", "make it blue"]
+
+
+def test_a_failing_conversion_leaves_only_whole_shards(tmp_path):
+    from mingexp.data.shards import shard_sink
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        with shard_sink(tmp_path / "out", shard_size=2) as sink:
+            for i in range(3):
+                sink.write({"__key__": f"k{i}", "txt": "x"})
+            raise RuntimeError("disk full")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.tar"]  # the full first shard; the second removed
 
 
 def test_magicbrush_chains_rebuilt_from_img_id_and_turn_index(tiny_dir, tmp_path):
@@ -82,7 +118,7 @@ def test_magicbrush_chains_rebuilt_from_img_id_and_turn_index(tiny_dir, tmp_path
     })
     pq.write_table(table, tmp_path / "mb.parquet")
     counts = edit_recipe.convert([tmp_path / "mb.parquet"], tmp_path / "shards", **edit_recipe.PRESETS["magicbrush"])
-    assert counts["chains"] == 2 and counts["broken_chain"] == 1
+    assert counts["chains"] == 2 and counts["skipped/broken_chain"] == 1
     dm = datamodule(tiny_dir, [{"urls": str(tmp_path / "shards" / "*.tar"), "task": "edit"}], resampled=False, batch_size=1)
     steps = {b.keys[0]: (b.prompts[0], b.images[0, :, 0, 0]) for b in take(dm)}
     chain1 = sorted(k for k in steps if steps[k][0] in ("first", "second", "third"))
@@ -113,7 +149,7 @@ def test_style_folder_tree_and_pairs(tiny_dir, tmp_path):
     (tmp_path / "s.png").write_bytes(png(color=(9, 9, 9)))
     (tmp_path / "pairs.csv").write_text("content,instruction,stylised\nc.png,make it a watercolour,s.png\nc.png,,s.png\n")
     counts = style_recipe.convert_pairs(tmp_path / "pairs.csv", tmp_path / "pairs", "content", "instruction", "stylised")
-    assert counts == {"written": 1, "empty_instruction": 1}
+    assert counts == {"written": 1, "skipped/empty_instruction": 1}
     dm = datamodule(tiny_dir, [{"urls": [str(tmp_path / "wiki" / "000000.tar"), str(tmp_path / "pairs" / "000000.tar")], "task": "style"}],
                     resampled=False, batch_size=1)
     prompts = sorted(b.prompts[0] for b in take(dm))

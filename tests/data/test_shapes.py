@@ -10,6 +10,7 @@ import webdataset as wds
 from PIL import Image
 
 from mingexp.data import shapes as S
+from mingexp.models.spec import ModelSpec
 
 
 def pixel(image, x, y):
@@ -121,7 +122,7 @@ def test_edits_change_exactly_what_they_say():
     rng = random.Random(0)
     ops = set()
     for _ in range(200):
-        base = S._random_scene(rng, 64, [(rng.choice(S.SHAPES), rng.choice(list(S.COLORS))) for _ in range(2)])
+        base = S.random_scene(rng, 64, [(rng.choice(S.SHAPES), rng.choice(list(S.COLORS))) for _ in range(2)])
         if base is None:
             continue
         out = S.edit_scene(rng, base)
@@ -148,7 +149,7 @@ def test_edits_change_exactly_what_they_say():
 def test_vqa_answers_are_true():
     rng = random.Random(1)
     for _ in range(50):
-        scene = S._random_scene(rng, 64, [(rng.choice(S.SHAPES), rng.choice(list(S.COLORS))) for _ in range(3)])
+        scene = S.random_scene(rng, 64, [(rng.choice(S.SHAPES), rng.choice(list(S.COLORS))) for _ in range(3)])
         if scene is None:
             continue
         for q, a in S.questions(rng, scene):
@@ -196,7 +197,7 @@ def test_geneval_shapes_suite():
         assert set(m) <= {"tag", "include", "exclude", "prompt", "split"} and m["prompt"].startswith("a photo of ")
     # the unseen track: every colour × shape prompt of a held-out pair, the held-out shape pairs, and nothing else
     unseen = {m["prompt"] for m in suite if m["split"] == "unseen"}
-    assert {m["prompt"] for m in suite if m["tag"] == "colors"} & unseen == {f"a photo of {S._a(c + ' ' + s)}" for c, s in S.HELDOUT_COLOR_SHAPES}
+    assert {m["prompt"] for m in suite if m["tag"] == "colors"} & unseen == {f"a photo of {S.with_article(c + ' ' + s)}" for c, s in S.HELDOUT_COLOR_SHAPES}
     assert len([m for m in suite if m["tag"] == "two_object" and m["split"] == "unseen"]) == len(S.HELDOUT_SHAPE_PAIRS) == 3
     assert not any(m["split"] == "unseen" for m in suite if m["tag"] in ("single_object", "counting"))
     assert 10 <= sum(m["split"] == "unseen" for m in suite if m["tag"] in ("position", "color_attr")) <= 120
@@ -250,7 +251,7 @@ def test_data_shapes_config_generates_and_streams(tiny_dir, tmp_path):
                                           *[f"data.prepare.counts.{k}={v}" for k, v in SMALL.items()], "+data.prepare.progress=false"])
     dm = instantiate(cfg.data)
     assert dm.resolution is None  # data.resolution=null: the model's native size, filled in by train()
-    dm.set_resolution(32, 4)
+    dm.configure(ModelSpec(32, 4))
     dm.prepare_data()
     dm.setup("fit")
     tasks = set()

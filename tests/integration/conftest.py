@@ -9,14 +9,13 @@ import pytest
 import webdataset as wds
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONF_DIR, SMALL
+from tests.conftest import CONF_DIR, shrunk
 from tests.data.helpers import jpg, png
 
 WORLD = {"t2i": 64, "edit": 24, "edit_chains": 6, "style": 12, "vqa": 48, "textqa": 16, "heldout": 4}
 
-# Everything a run needs to be a few seconds long.
-FAST = [
-    *SMALL,
+# Everything a run needs to be a few seconds long (beside the shrunk model, tests.conftest.shrunk).
+RUN_FAST = [
     "logger=csv",
     "trainer.max_steps=3",
     "trainer.log_every_n_steps=1",
@@ -36,6 +35,7 @@ FAST = [
     "callbacks.best.monitor=train/loss_epoch",
     "callbacks.best.mode=min",
 ]
+FAST = [*shrunk("sana"), *RUN_FAST]
 
 # The in-training evaluation, shrunk: every 2 steps and at the end, a few prompts / images, 2 sampler steps.
 EVAL_SMALL = [
@@ -49,7 +49,7 @@ EVAL_SMALL = [
     "callbacks.evaluation.evals.edit.steps=2",
     "callbacks.evaluation.evals.vqa.n=2",
     "callbacks.evaluation.evals.vqa.max_new_tokens=4",
-    "callbacks.evaluation.final_overrides={geneval_shapes: {n_prompts: 6, images_per_prompt: 2}, recon: {n: 3}}",
+    "callbacks.evaluation.final_overrides={geneval_shapes: {prompts: 6, images_per_prompt: 2}, recon: {n: 3}}",
     "callbacks.evaluation.full_suite_min_steps=0",  # these runs are a few steps long: apply final_overrides anyway
 ]
 
@@ -84,13 +84,14 @@ def wds_data(tmp_path_factory) -> Path:
     return root
 
 
-def compose_train(tiny_dir: Path, world: Path, out: Path, *overrides: str, fast: bool = True, model: bool = True, shapes: bool = True):
-    """Compose conf/train.yaml shrunk to toy size; ``model=False`` for runs without a unified model (toy_mllm),
-    ``shapes=False`` for data configs that generate nothing (data=wds)."""
+def compose_train(tiny_dir: Path, world: Path, out: Path, *overrides: str, fast: bool = True, model: bool = True, shapes: bool = True,
+                  family: str = "sana"):
+    """Compose conf/train.yaml shrunk to toy size with the ``family`` decoder; ``model=False`` for runs without a
+    unified model (toy_mllm), ``shapes=False`` for data configs that generate nothing (data=wds)."""
     base = [f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.output_dir={out}", f"paths.root_dir={out}"]
     extra = [
-        o for o in FAST
-        if (model or not o.lstrip("~+").startswith(("model.", "callbacks.samples.", "callbacks.best.")))
+        o for o in [*shrunk(family), *RUN_FAST]
+        if (model or not o.lstrip("~+").startswith(("model.", "model/", "callbacks.samples.", "callbacks.best.")))
         and (shapes or not o.lstrip("~+").startswith("data.prepare"))
     ] if fast else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

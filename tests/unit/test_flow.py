@@ -24,14 +24,14 @@ def test_sample_prediction_turns_x0_into_the_velocity_and_clips_sigma():
     fm = FlowMatching(prediction="sample", min_sigma=0.05)
     sigma = torch.tensor([0.9, 0.5, 0.1, 0.01])
     x_t = fm.interpolate(x0, eps, sigma)
-    v = fm.velocity(x0, x_t, fm.timesteps(sigma))
+    v = fm.velocity(x0, x_t, sigma)
     # a perfect x̂_0 implies the true velocity wherever σ ≥ min_sigma ...
     assert torch.allclose(v[:3], fm.target(x0, eps)[:3], atol=1e-5)
     # ... and below it divides by min_sigma, not by σ
     assert torch.allclose(v[3], (x_t[3] - x0[3]) / 0.05, atol=1e-5)
     # velocity prediction passes the output through
     out = torch.randn_like(x0)
-    assert FlowMatching().velocity(out, x_t, fm.timesteps(sigma)) is out
+    assert FlowMatching().velocity(out, x_t, sigma) is out
 
 
 def test_sample_prediction_lands_on_the_predicted_image():
@@ -54,10 +54,6 @@ def test_uniform_and_logit_normal_ranges():
     base = FlowMatching("logit_normal").sample_sigmas(20000, torch.Generator().manual_seed(0))
     assert torch.allclose(shifted, 3 * base / (1 + 2 * base), atol=1e-6)
     assert float(shifted.mean()) > float(base.mean())
-
-
-def test_timesteps_are_sigma_times_1000():
-    assert torch.allclose(FlowMatching().timesteps(torch.tensor([0.25])), torch.tensor([250.0]))
 
 
 def test_condition_dropout_rate():
@@ -104,7 +100,7 @@ def test_sampler_integrates_a_known_flow_exactly():
     x0 = torch.tensor(2.0)
 
     def denoise(x, c, t):
-        sigma = t[0] / 1000.0
+        sigma = t[0]  # the sampler hands the denoiser σ_t itself
         return (x - x0) / sigma
 
     out = FlowSampler(steps=10, guidance_scale=1.0)(denoise, torch.zeros(2, 1, 1), None, (2, 1, 3, 3), generator=torch.Generator().manual_seed(1))

@@ -84,5 +84,5 @@ def test_plain_prompt_format_drops_the_chat_scaffolding(tiny_dir):
 def test_unknown_prompt_format_is_rejected(tiny_dir):
     from mingexp.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.mllm.prompt_format='markdown'"):
+    with pytest.raises(ConfigError, match="model.mllm.processor.prompt_format=.markdown."):
         MLLMProcessor.from_pretrained(tiny_dir / "mllm", prompt_format="markdown")

@@ -143,3 +143,13 @@ def test_compare_reports_any_two_levels_instead_of_the_claims(tmp_path):
     # --where keeps one level of a factor: the comparison within it
     only = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--where", "align=0.1"])
     assert only["runs"] == 3 and [row["levels"] for row in only["table"]] == [{}]
+
+
+def test_the_alignment_reading_is_read_from_its_class_or_an_older_sweeps_mode(tmp_path):
+    for name, align in (("new", {"_target_": "mingexp.models.align.latent.LatentAlignment", "weight": 1.0}),
+                        ("old", {"mode": "semantic", "weight": 1.0})):
+        folder = tmp_path / name / ".hydra"
+        folder.mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"seed": 0, "model": {"queries": {"scales": [2]}, "align": align}}), folder / "config.yaml")
+    levels = {r.path.name: r.levels["align_mode"] for r in find_runs([tmp_path / "new", tmp_path / "old"])}
+    assert levels == {"new": "latent", "old": "semantic"}

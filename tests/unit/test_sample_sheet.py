@@ -13,7 +13,7 @@ def test_the_toy_sheet_covers_every_colour_and_shape_then_counting_and_position(
     rows = S.sample_sheet()
     assert [r["label"] for r in rows] == [*S.COLORS, "counting", "position"]
     for r, colour in zip(rows, S.COLORS):
-        assert r["prompts"] == [f"a photo of {S._a(colour + ' ' + s)}" for s in S.SHAPES]
+        assert r["prompts"] == [f"a photo of {S.with_article(colour + ' ' + s)}" for s in S.SHAPES]
     assert all(any(f" {S.NUMBER_WORDS[n]} " in p for p in rows[-2]["prompts"]) for n in (2, 3, 4))
     assert {rel for rel in S.RELATIONS if any(f" {rel} " in p for p in rows[-1]["prompts"])} == set(S.RELATIONS)
 

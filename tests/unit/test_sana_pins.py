@@ -20,7 +20,7 @@ PINS = Path(__file__).resolve().parents[1] / "fixtures" / "sana_pins.json"
 # case → overrides of the shrunk toy preset (tests/conftest.SMALL)
 CASES = {
     "x_prediction_semantic_align": ["model.align.weight=1", "model.cond_dropout.p=0.5"],
-    "velocity_latent_align": ["model.flow.prediction=velocity", "model.align.mode=latent", "model.align.weight=1", "model.align.layer=0"],
+    "velocity_latent_align": ["model.flow.prediction=velocity", "model/align=latent", "model.align.weight=1", "model.align.layer=0"],
     "no_align_zeros_null": ["model.align.weight=0", "model.cond_dropout.null_condition=zeros"],
 }
 
@@ -36,8 +36,8 @@ def measure(model) -> dict[str, float]:
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     model.train()
     out = model(inputs, images, generator=torch.Generator().manual_seed(0))
-    values = {f"loss/{k}": float(v) for k, v in out.terms.items()}
-    values["loss"] = float(out.loss)
+    values = {f"loss/{k}": v.item() for k, v in out.terms.items()}
+    values["loss"] = out.loss.item()
     model.eval()
     with torch.no_grad():
         x = model.sample(model.mllm.processor(prompts[:2]), 32, 32, steps=3, guidance_scale=3.0,

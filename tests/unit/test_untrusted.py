@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mingexp.errors import UnsafeConfigError
-from mingexp.untrusted import ALLOWED_TARGETS, trusted_model_config
+from mingexp.untrusted import _allowed, trusted_model_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -19,9 +19,10 @@ EXPORT = {
     "_convert_": "all",
     "seed": 0,
     "mllm": {"_target_": "mingexp.models.mllm.FrozenMLLM.from_pretrained", "path": "/m", "attn_implementation": "sdpa", "trust_remote_code": False},
-    "queries": {"scales": [2, 4]},
-    "connector": {"mode": "joint", "config": {"hidden_size": 32}},
-    "dit": {"_target_": "mingexp.models.dit.load_dit", "path": ".", "subfolder": "transformer"},
+    "queries": {"_target_": "mingexp.models.queries.MultiScaleQueries", "_partial_": True, "scales": [2, 4]},
+    "connector": {"_target_": "mingexp.models.connector.Connector.build", "_partial_": True, "mode": "joint", "config": {"hidden_size": 32}},
+    "dit": {"_target_": "mingexp.models.denoisers.sana.SanaDenoiser.build", "path": ".", "subfolder": "transformer"},
+    "align": {"_target_": "mingexp.models.align.semantic.SemanticAlignment", "_partial_": True, "weight": 1.0},
     "vae": {"_target_": "mingexp.models.vae.PixelSpace"},
     "flow": {"_target_": "mingexp.diffusion.flow.FlowMatching", "shift": 1.0},
     "sampler": {"_target_": "mingexp.diffusion.sampler.FlowSampler", "steps": 3},
@@ -51,7 +52,11 @@ def test_a_saved_config_of_mingexp_builders_passes_unchanged():
     ("vae", {"_target_": "numpy.load", "file": "/x/a.npy", "allow_pickle": True}, r"model.vae._target_='numpy.load'.*allowed there"),
     ("queries.scales", [{"_target_": "shutil.copyfile", "src": "/a", "dst": "/b"}], r"model.queries.scales\[0\]._target_"),
     # a mingexp builder in the wrong place is refused too (a DiT loader as the sampler)
-    ("sampler", {"_target_": "mingexp.models.dit.load_dit", "path": "/x"}, r"model.sampler._target_='mingexp.models.dit.load_dit'"),
+    ("sampler", {"_target_": "mingexp.models.denoisers.sana.SanaDenoiser.build", "path": "/x"}, r"model.sampler._target_='mingexp.models.denoisers.sana"),
+    # the denoiser place takes adapters only, not any class of the package
+    ("dit", {"_target_": "mingexp.models.denoisers.base.ADAPTER_WEIGHTS"}, r"model.dit._target_=.*allowed there: \['mingexp.models.denoisers.sana"),
+    ("align", {"_target_": "mingexp.models.align.base.pool_to_grid", "_partial_": True}, r"model.align._target_="),
+    ("connector._partial_", False, r"model.connector._partial_ is refused"),
     ("_args_", ["/etc/passwd"], r"model._args_ is refused"),
     ("dit._partial_", True, r"model.dit._partial_ is refused"),
 ])
@@ -81,7 +86,7 @@ def test_a_run_config_resolves_only_paths_seed_and_model_keys():
         with pytest.raises(UnsafeConfigError, match=r"model.mllm.path=.*refused"):
             trusted_model_config(edited("mllm.path", bad), "config.yaml", resolve=resolve_here)
     # a reference may copy a node, but the copy is checked where it lands: a loader node as the sampler is refused
-    with pytest.raises(UnsafeConfigError, match=r"model.sampler._target_='mingexp.models.dit.load_dit'"):
+    with pytest.raises(UnsafeConfigError, match=r"model.sampler._target_='mingexp.models.denoisers.sana.SanaDenoiser.build'"):
         trusted_model_config(edited("sampler", "${model.dit}"), "config.yaml", resolve=resolve_here)
 
 
@@ -100,14 +105,19 @@ def test_loader_flags_come_from_the_caller():
 
 
 def test_every_builder_of_the_shipped_model_presets_is_allowed():
-    """A new builder in conf/model/ must be added to ALLOWED_TARGETS, or its exports would not load."""
+    """A new builder in conf/model/ must be allowed (ALLOWED_TARGETS, or an adapter file in its package), or
+    its exports would not load."""
     files = [CONF / "model_common.yaml", *sorted((CONF / "model").rglob("*.yaml"))]
     seen = set()
     for f in files:
         node = OmegaConf.to_container(OmegaConf.load(f), resolve=False)
-        place = "vae" if f.parent.name == "vae" else ""
+        group = f.relative_to(CONF / "model").parts[0] if f.parent != CONF and f.parent != CONF / "model" else ""
+        place = group if group in ("vae", "dit", "align") else ""
         for key, value in ([(place, node)] + [(f"{place}.{k}".strip("."), v) for k, v in node.items() if isinstance(v, dict)]):
             if isinstance(value, dict) and "_target_" in value:
-                assert value["_target_"] in ALLOWED_TARGETS[key], (f, key, value["_target_"])
+                assert value["_target_"] in _allowed(key), (f, key, value["_target_"])
                 seen.add(value["_target_"])
-    assert {"mingexp.models.unified.build_model", "mingexp.models.vae.DCAE.from_pretrained", "mingexp.models.vae.PixelSpace"} <= seen
+    assert {"mingexp.models.unified.build_model", "mingexp.models.vae.DCAE.from_pretrained", "mingexp.models.vae.KLVAE.from_pretrained",
+            "mingexp.models.vae.PixelSpace", "mingexp.models.denoisers.sana.SanaDenoiser.build", "mingexp.models.denoisers.sd3.SD3Denoiser.build",
+            "mingexp.models.align.semantic.SemanticAlignment", "mingexp.models.align.latent.LatentAlignment",
+            "mingexp.models.queries.MultiScaleQueries", "mingexp.models.connector.Connector.build"} <= seen

@@ -31,7 +31,8 @@ from mingexp.data.batch import Batch
 from mingexp.data.tasks import DEFAULT_MAX_PIXELS, GENERATION_TASKS, TASKS
 from mingexp.data.wds import DiTTransform, SkipCounter, SourceSpec, batch_by_shape, encode_samples, expand_urls, source_samples, stream_seed, weighted_mix
 from mingexp.errors import ConfigError
-from mingexp.models.processor import DEFAULT_SYSTEM_PROMPT, MLLMProcessor
+from mingexp.models.processor import MLLMProcessor
+from mingexp.models.spec import ModelSpec
 
 
 def parse_sources(sources: Sequence[Mapping[str, Any]], key: str = "data.sources") -> list[SourceSpec]:
@@ -120,7 +121,7 @@ class WebDataModule(L.LightningDataModule):
         batch_size: rows per batch (per device).
         num_workers: DataLoader worker processes.
         resolution: the DiT-side target size (square, or the base size of the aspect buckets); None = the
-            model's native size, set by the trainer (:meth:`set_resolution`) from the loaded checkpoints.
+            model's native size, handed over by the trainer (:meth:`configure`) from the loaded checkpoints.
         buckets: SANA/PixArt aspect-ratio buckets instead of square centre crops.
         bucket_multiple: bucket sides are multiples of this (VAE factor × DiT patch); None = from the model.
         seed: data seed.
@@ -128,7 +129,8 @@ class WebDataModule(L.LightningDataModule):
         epoch_batches: batches per epoch (``with_epoch``) for resampled streams.
         max_pixels: decompression-bomb cap per image.
         recon_prompt: text accompanying reconstruction inputs.
-        system_prompt / image_size / prompt_format: the MLLM processor's options (as ``model.mllm``).
+        processor: the MLLM processor's options, a partial taking the folder (``model.mllm.processor``: the
+            model's own node, so the workers tokenise exactly as the model does).
         prepare: optional callable run once by ``prepare_data`` as ``prepare(model_resolution=...)`` with the
             DiT-side resolution (e.g. generating the shapes world, which refuses a resolution it cannot be
             read at).
@@ -148,9 +150,7 @@ class WebDataModule(L.LightningDataModule):
         epoch_batches: int = 1000,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         recon_prompt: str = "",
-        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-        image_size: int | None = None,
-        prompt_format: str = "chat",
+        processor: Callable[..., MLLMProcessor] = MLLMProcessor.from_pretrained,
         prepare: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
@@ -159,8 +159,7 @@ class WebDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers}: must be ≥ 0.")
         self.sources_cfg = sources
-        self.processor_path, self.system_prompt, self.image_size = processor_path, system_prompt, image_size
-        self.prompt_format = prompt_format
+        self.processor_path, self.processor_factory = processor_path, processor
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.resolution, self.buckets, self.bucket_multiple = resolution, bool(buckets), bucket_multiple
         self.seed, self.resampled, self.epoch_batches = int(seed), bool(resampled), int(epoch_batches)
@@ -176,12 +175,15 @@ class WebDataModule(L.LightningDataModule):
         self.dataset: MixtureDataset | None = None
 
     # ------------------------------------------------------------------ setup
-    def set_resolution(self, resolution: int, multiple: int) -> None:
-        """Fill in the model-derived sizes left as None in the config (before ``setup``)."""
+    def configure(self, spec: ModelSpec | None) -> None:
+        """Fill in the model-derived sizes left as None in the config from the built model's spec (before
+        ``setup``); None: the module has no image model (the toy-MLLM stage)."""
+        if spec is None:
+            return
         if self.resolution is None:
-            self.resolution = int(resolution)
+            self.resolution = int(spec.resolution)
         if self.bucket_multiple is None:
-            self.bucket_multiple = int(multiple)
+            self.bucket_multiple = int(spec.multiple)
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
@@ -197,7 +199,7 @@ class WebDataModule(L.LightningDataModule):
         self.transform = DiTTransform(self.resolution, self.buckets, self.bucket_multiple or 32)
         self.specs = parse_sources(self.sources_cfg)
         folder = checkpoint_dir(self.processor_path, "data.processor_path", "the MLLM checkpoint (tokenizer + image processor)")
-        processor = MLLMProcessor.from_pretrained(folder, system_prompt=self.system_prompt, image_size=self.image_size, prompt_format=self.prompt_format)
+        processor = self.processor_factory(folder)
         self.dataset = MixtureDataset(
             self.specs, processor, self.transform, self.batch_size, self.seed, self.resampled, self.max_pixels, self.recon_prompt
         )

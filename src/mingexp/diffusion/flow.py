@@ -6,7 +6,8 @@
 
 σ is drawn ``uniform`` (MetaQueries) or ``logit_normal`` (σ = sigmoid(n), n ~ N(mean, std); SD3), then
 optionally shifted, σ' = shift·σ / (1 + (shift − 1)·σ) (shift > 1 spends more steps at high noise, as
-SANA's samplers do). The DiT is given the timestep σ·1000 (diffusers' flow schedulers' convention).
+SANA's samplers do). Everything here works in σ; how a denoiser reads it (σ·1000 for SANA and SD3, σ for
+FLUX) is the denoiser's own convention (``mingexp.models.denoisers``).
 
 ``prediction`` is what the network outputs: ``velocity`` (SD3, SANA, MetaQueries) or ``sample``, the clean
 image x̂_0 (x-prediction, Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"), turned
@@ -44,7 +45,6 @@ class FlowMatching:
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
         shift: float = 1.0,
-        num_train_timesteps: int = 1000,
         prediction: str = "velocity",
         min_sigma: float = 0.05,
     ) -> None:
@@ -60,7 +60,6 @@ class FlowMatching:
             raise ConfigError(f"model.flow.logit_std={logit_std}: must be positive.")
         self.timestep_sampling = timestep_sampling
         self.logit_mean, self.logit_std, self.shift = float(logit_mean), float(logit_std), float(shift)
-        self.num_train_timesteps = int(num_train_timesteps)
         self.prediction, self.min_sigma = prediction, float(min_sigma)
 
     def sample_sigmas(self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -83,17 +82,13 @@ class FlowMatching:
         """The velocity ε − x_0."""
         return noise - x0
 
-    def velocity(self, output: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """The velocity the network's output stands for, (B, C, H, W); ``timestep`` (B,) is σ·1000."""
+    def velocity(self, output: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The velocity the network's output stands for, (B, C, H, W), at noise levels σ (B,)."""
         if self.prediction == "velocity":
             return output
         # x-prediction: v̂ = (x_t − x̂_0) / σ; σ clipped so the last, near-clean steps do not divide by ~0
-        sigma = (timestep.float() / self.num_train_timesteps).clamp(min=self.min_sigma)
+        sigma = sigma.float().clamp(min=self.min_sigma)
         return (x_t - output) / sigma.view(-1, *([1] * (x_t.ndim - 1))).to(x_t.dtype)
-
-    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The DiT's timestep input, σ·1000."""
-        return sigma * self.num_train_timesteps
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

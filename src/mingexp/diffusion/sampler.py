@@ -3,7 +3,7 @@
 One diffusion pass per image (the released code runs one per scale and keeps the last). Guidance runs the
 conditional and unconditional branches as ONE batched DiT forward per step::
 
-    v_u, v_c = DiT([x, x], [c_null, c], t).chunk(2)
+    v_u, v_c = DiT([x, x], σ_t, [c_null, c]).chunk(2)
     v = v_u + w·(v_c − v_u)
     x ← scheduler.step(v, t, x)
 
@@ -23,7 +23,7 @@ import torch
 
 from mingexp.errors import ConfigError
 
-DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, cond, σ) → velocity
 
 
 class FlowSampler:
@@ -62,8 +62,8 @@ class FlowSampler:
         """Denoise from pure noise.
 
         Args:
-            denoise: ``denoise(x_t, cond, timestep) -> velocity`` with x_t (N, C, h, w), cond (N, T, C_cap),
-                timestep (N,) in [0, 1000].
+            denoise: ``denoise(x_t, cond, sigma) -> velocity`` with x_t (N, C, h, w), cond (N, T, C_cap),
+                sigma (N,) the noise level in [0, 1] (the scheduler's σ_t; its timestep is σ_t·1000).
             cond: (B, T, C_cap) conditions; null_cond: (B, T, C_cap) or (1, T, C_cap) null conditions.
             latent_shape: (B, C, h, w).
             generator: one generator, or one per image (per-image seeds give batch-independent samples).
@@ -86,14 +86,14 @@ class FlowSampler:
             c_in = torch.cat([null_cond.expand_as(cond), cond])
         sched = self.scheduler()
         sched.set_timesteps(steps, device=cond.device)
-        for t in sched.timesteps:
+        for t, sigma in zip(sched.timesteps, sched.sigmas):  # sigmas has one more entry (the final 0)
             if three:
-                v_u, v_i, v_c = denoise(torch.cat([x, x, x]), c_in, t.expand(3 * x.shape[0])).chunk(3)
+                v_u, v_i, v_c = denoise(torch.cat([x, x, x]), c_in, sigma.expand(3 * x.shape[0])).chunk(3)
                 v = v_u + w_i * (v_i - v_u) + w * (v_c - v_i)
             elif guided:
-                v_u, v_c = denoise(torch.cat([x, x]), c_in, t.expand(2 * x.shape[0])).chunk(2)
+                v_u, v_c = denoise(torch.cat([x, x]), c_in, sigma.expand(2 * x.shape[0])).chunk(2)
                 v = v_u + w * (v_c - v_u)
             else:
-                v = denoise(x, cond, t.expand(x.shape[0]))
+                v = denoise(x, cond, sigma.expand(x.shape[0]))
             x = sched.step(v, t, x).prev_sample
         return x

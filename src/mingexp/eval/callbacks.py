@@ -3,22 +3,26 @@
 Each configured evaluation (``conf/callbacks/eval/*.yaml``: GenEval-Shapes, reconstruction, edit, VQA)
 returns its values, logged as ``eval/<name>/<metric>`` (the best checkpoint can monitor any of them, e.g.
 ``eval/geneval_shapes/overall``), plus example pairs drawn into one grid per evaluation, saved under
-``<dirpath>/<name>_step_XXXXXXX.png`` and sent to W&B / TensorBoard. At the end ``final_overrides`` (e.g.
-the full suite instead of the in-training subset) apply and the results are also written to
-``<dirpath>/final.json``.
+``<dirpath>/<name>_step_XXXXXXX.png`` and sent to W&B / TensorBoard. Evaluations arrive as config partials:
+the in-training ones are built from them as they stand, the end-of-run ones with ``final_overrides`` (the
+constructor's own keys, e.g. the full suite instead of the in-training subset); the results are also written
+to ``<dirpath>/final.json``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
 import torch
 from PIL import Image, ImageDraw
 
+from mingexp.errors import ConfigError
 from mingexp.lit.callbacks import log_image
 from mingexp.lit.signals import stop_on_sigterm
 
@@ -72,11 +76,20 @@ class EvaluationCallback(L.Callback):
     stops any evaluation within a second (mingexp.lit.signals).
     """
 
-    def __init__(self, evals: Mapping[str, Any], dirpath: str, every_n_steps: int = 0, at_end: bool = True,
+    def __init__(self, evals: Mapping[str, Callable[..., Any]], dirpath: str, every_n_steps: int = 0, at_end: bool = True,
                  final_overrides: Mapping[str, Mapping[str, Any]] | None = None, full_suite_min_steps: int = 0) -> None:
-        self.evals = {k: v for k, v in dict(evals).items() if v is not None}
+        self.factories = {k: v for k, v in dict(evals).items() if v is not None}
+        self.final_overrides = {k: dict(v) for k, v in dict(final_overrides or {}).items() if k in self.factories}
+        for name, overrides in self.final_overrides.items():  # checked now, not after an hour of training
+            fn = self.factories[name]
+            params = inspect.signature(fn.func if isinstance(fn, functools.partial) else fn).parameters
+            unknown = sorted(set(overrides) - set(params))
+            if unknown:
+                raise ConfigError(f"callbacks.evaluation.final_overrides.{name}: unknown key(s) {unknown}; the evaluation takes "
+                                  f"{sorted(k for k in params if k != 'self')}.")
+        # the in-training evaluations, built once from their configs
+        self.evals = {name: factory() for name, factory in self.factories.items()}
         self.dirpath, self.every_n_steps, self.at_end = Path(dirpath), int(every_n_steps), bool(at_end)
-        self.final_overrides = {k: dict(v) for k, v in dict(final_overrides or {}).items()}
         self.full_suite_min_steps = int(full_suite_min_steps)
         self.history: list[dict] = []
         self.seconds = 0.0
@@ -124,17 +137,12 @@ class EvaluationCallback(L.Callback):
         self._log(trainer, values)
 
     def _final_suite(self, trainer: L.Trainer) -> str:
-        """Apply ``final_overrides`` when the run is long enough; returns which suite runs."""
+        """Build the end-of-run evaluations from their configs + ``final_overrides`` when the run is long
+        enough; returns which suite runs."""
         if trainer.global_step < self.full_suite_min_steps:
             return (f"the in-training subsets (the run trained {trainer.global_step} < callbacks.evaluation.full_suite_min_steps="
                     f"{self.full_suite_min_steps} steps; set it to 0 for the full suite)")
-        for name, overrides in self.final_overrides.items():
-            if name not in self.evals:
-                continue
-            for key, value in overrides.items():
-                setattr(self.evals[name], key, value)
-            if hasattr(self.evals[name], "_samples"):
-                self.evals[name]._samples = None  # sizes changed: reload
+        self.evals = {name: factory(**self.final_overrides.get(name, {})) for name, factory in self.factories.items()}
         return "the full suites (callbacks.evaluation.final_overrides)"
 
     def _announce(self, trainer: L.Trainer, suite: str) -> None:

@@ -14,9 +14,10 @@ from typing import Sequence
 import torch
 
 from mingexp.data.shapes import Scene
-from mingexp.eval.common import generate_images, load_samples
+from mingexp.eval.common import load_samples
 from mingexp.eval.geneval.rules import THRESHOLD, Detection
 from mingexp.eval.metrics import EditSuccess
+from mingexp.models.generation import generate, seed_range
 
 
 def scene_matches(detections: Sequence[Detection], scene: Scene, size: int, position_tolerance: float = 0.1) -> bool:
@@ -73,8 +74,8 @@ class EditEval:
 
     def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
         samples = self.samples()
-        outputs = generate_images(model, [s.prompt for s in samples], [self.seed + i for i in range(len(samples))],
-                                  [s.inputs for s in samples], self.batch_size, self.steps, self.guidance_scale)
+        outputs = generate(model, [s.prompt for s in samples], seed_range(self.seed, len(samples)), [s.inputs for s in samples],
+                           batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale)
         metric = EditSuccess()
         metric.update(self.score(outputs, samples))
         size = outputs[0].width

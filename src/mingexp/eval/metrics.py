@@ -17,7 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from mingexp.eval.geneval.metadata import TAGS
+from mingexp.vocab import TAGS
 
 
 class GenEvalScore(Metric):

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from mingexp.eval.common import generate_images, load_samples, pil_batch
+from mingexp.eval.common import load_samples, pil_batch
 from mingexp.eval.metrics import ReconstructionMetrics
+from mingexp.models.generation import generate, seed_range
 
 
 class ReconEval:
@@ -41,8 +42,8 @@ class ReconEval:
     def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
         samples = self.samples()
         size = model.default_size()
-        outputs = generate_images(model, [self.prompt] * len(samples), [self.seed + i for i in range(len(samples))],
-                                  [s.inputs for s in samples], self.batch_size, self.steps, self.guidance_scale, size)
+        outputs = generate(model, [self.prompt] * len(samples), seed_range(self.seed, len(samples)), [s.inputs for s in samples],
+                           batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale, height=size, width=size)
         metric = ReconstructionMetrics()
         metric.update(pil_batch(outputs, size), pil_batch([s.target for s in samples], size))
         values = {k: float(v) for k, v in metric.compute().items()}

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mingexp.lit.signals import stop_on_sigterm
-from mingexp.models.unified import to_pil
+from mingexp.models.generation import generate
 
 
 def caption_lines(text: str, width: int, lines: int = 2) -> list[str]:
@@ -82,13 +82,12 @@ class SampleImages(L.Callback):
         model.eval()
         blocks: list[Image.Image] = []
         with module.sampling_weights(), stop_on_sigterm(trainer):
-            inputs = model.mllm.processor(self.prompts).to(module.device)
-            size = model.default_size()
             for seed in self.seeds:
-                gens = [torch.Generator().manual_seed(seed * 100_003 + k) for k in range(len(self.prompts))]
-                out = model.sample(inputs, size, size, steps=self.steps, guidance_scale=self.guidance_scale, generator=gens)
-                blocks.append(sheet([to_pil(x) for x in out], [{**r, "label": f"{r['label']} (seed {seed})" if len(self.seeds) > 1 else r["label"]}
-                                                              for r in self.rows]))
+                # every cell of a seed's block uses that seed: the sheet's "seed s" image of a prompt is the
+                # pipeline's and the evaluation's (mingexp.models.generation)
+                out = generate(model, self.prompts, [seed] * len(self.prompts), steps=self.steps, guidance_scale=self.guidance_scale)
+                blocks.append(sheet(out, [{**r, "label": f"{r['label']} (seed {seed})" if len(self.seeds) > 1 else r["label"]}
+                                          for r in self.rows]))
         model.train(was_training)
         image = Image.new("RGB", (blocks[0].width, sum(b.height for b in blocks)), "white")
         for k, block in enumerate(blocks):

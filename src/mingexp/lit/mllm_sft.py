@@ -65,6 +65,10 @@ class MLLMFinetuneModule(L.LightningModule):
         self.optimizer_factory, self.lr = optimizer, float(lr)
         self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
 
+    def model_spec(self) -> None:
+        """No image model: the datamodule keeps its configured resolution."""
+        return None
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
         return warmup_cosine_schedule(self, optimizer, self.warmup_steps, self.min_lr_ratio)

@@ -9,7 +9,8 @@ Trainer config. This module adds:
 * linear warm-up then cosine decay to ``min_lr_ratio`` × lr over the trainer's ``max_steps``;
 * an optional EMA of the trainable weights (``module.ema``), saved in checkpoints, used for sampling;
 * logging of every loss term (``train/flow``, ``train/align/s{s}``), lr per group, gradient norm,
-  samples/s, the data skip counters (``data/skipped/<reason>/<source>``) and the prompt-state cache's hit rate;
+  samples/s, the data skip counters (``data/skipped/<reason>/<source>``, kept and checkpointed by the
+  datamodule, their one owner) and the prompt-state cache's hit rate;
 * a NaN/inf guard: a non-finite loss skips the step (counted as ``train/nonfinite_steps``; no loss is
   logged for it); more than ``nan_tolerance`` in a row raise :class:`~mingexp.errors.TrainingDiverged`, which
   ends the run non-zero. While a streak lasts :attr:`UnifiedLitModule.nonfinite_streak` is positive and the
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from typing import Any, Callable, Mapping
 
 import lightning as L
@@ -30,6 +30,7 @@ from torchmetrics import MeanMetric
 
 from mingexp.data.batch import Batch
 from mingexp.errors import ConfigError, TrainingDiverged
+from mingexp.lit.compat import upgrade_keys
 from mingexp.lit.ema import EMA
 from mingexp.models.unified import UnifiedModel
 
@@ -93,10 +94,13 @@ class UnifiedLitModule(L.LightningModule):
         self.seed = int(seed)
         self.nonfinite_total = 0
         self.nonfinite_streak = 0
-        self.skipped: Counter[str] = Counter()
         self._last_batch_end: float | None = None
         self._grad_norm = float("nan")
         self.loss_mean = MeanMetric()  # train/loss_epoch; its state is not part of the checkpoint
+
+    def model_spec(self):
+        """The built model's sizes, for the datamodule (:class:`~mingexp.models.spec.ModelSpec`)."""
+        return self.model.spec()
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):
@@ -118,7 +122,6 @@ class UnifiedLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, batch_idx: int):
-        self.skipped.update(batch.skipped)
         generator = torch.Generator().manual_seed(hash((self.seed, self.global_step, self.global_rank)) & (2**63 - 1))
         out = self.model(batch.mllm, batch.pixels(), generator=generator)
         bs, finite = len(batch), bool(torch.isfinite(out.loss))
@@ -127,7 +130,8 @@ class UnifiedLitModule(L.LightningModule):
         self.log("train/loss_step", out.loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
         for name, value in out.terms.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=False, batch_size=bs)
-        for key, n in self.skipped.items():
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        for key, n in (datamodule.skipped.items() if datamodule is not None else ()):  # the datamodule's counters
             self.log(f"data/skipped/{key}", float(n), on_step=True, on_epoch=False)
         if self.model.cond_cache is not None:  # share of text-only rows whose MLLM states were read back
             self.log("train/cond_cache_hit_rate", self.model.cond_cache.hit_rate, on_step=True, on_epoch=False)
@@ -174,14 +178,19 @@ class UnifiedLitModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
-        checkpoint["mingexp"] = {"nonfinite_total": self.nonfinite_total, "skipped": dict(self.skipped)}
+        checkpoint["mingexp"] = {"nonfinite_total": self.nonfinite_total}
         # The frozen MLLM and VAE are not saved: they are loaded by path (model.mllm.path, model.vae.path).
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(("model.mllm.", "model.vae."))]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        frozen = {k: v for k, v in self.state_dict().items() if k.startswith(("model.mllm.", "model.vae."))}
+        current = self.state_dict()
+        # a checkpoint from before the Denoiser seam names the DiT's tensors without the adapter (mingexp.lit.compat)
+        checkpoint["state_dict"] = upgrade_keys(checkpoint["state_dict"], current)
+        if "ema" in checkpoint:
+            checkpoint["ema"] = upgrade_keys(checkpoint["ema"], {n for n, _ in self.trainable_named_parameters()})
+        frozen = {k: v for k, v in current.items() if k.startswith(("model.mllm.", "model.vae."))}
         checkpoint["state_dict"].update(frozen)
         if "ema" in checkpoint and self.ema_cfg is not None:
             if self.ema is None:
@@ -189,7 +198,6 @@ class UnifiedLitModule(L.LightningModule):
             self.ema.load_state_dict(checkpoint["ema"])
         extra = checkpoint.get("mingexp", {})
         self.nonfinite_total = int(extra.get("nonfinite_total", 0))
-        self.skipped = Counter(extra.get("skipped", {}))
 
     # ------------------------------------------------------------------ sampling
     def sampling_weights(self):

@@ -6,7 +6,8 @@ released Ming-Lite-Uni code and MetaQueries::
     H_q (B, N, d_mllm) --proj_in--> (B, N, H_c) --Qwen2 stack, no causal mask--> (B, N, H_c)
         --proj_out (Linear-GELU-Linear)--> (B, N, C_cap) --out_norm--> caption tokens
 
-``C_cap`` is the DiT's ``caption_channels`` (read from the DiT, never restated). The stack is built from
+``C_cap`` is the denoiser's condition width (SANA's ``caption_channels``, SD3's ``joint_attention_dim``; read
+from the loaded denoiser, never restated). The stack is built from
 a Qwen2 config (``model.connector.config``) or initialised from a Qwen2 checkpoint (``model.connector.path``,
 e.g. Qwen2.5-0.5B, whose causal-LM weights are then used bidirectionally; its token embedding table is
 dropped because the connector is fed embeddings, never token ids).
@@ -155,20 +156,11 @@ class Connector(nn.Module):
         in_norm_momentum: float = 0.01,
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
-        declared_out_width: int | None = None,
     ) -> "Connector":
-        """Build from ``model.connector.config`` or load from ``model.connector.path`` (exactly one).
-
-        ``declared_out_width`` (``model.connector.out_width``) may restate the output width; it must then
-        equal the DiT's caption channels.
-        """
+        """Build from ``model.connector.config`` or load from ``model.connector.path`` (exactly one); the widths
+        (``in_width``, ``out_width``) and ``layout`` are injected by ``build_model`` from the loaded parts."""
         from transformers import Qwen2Config, Qwen2Model
 
-        if declared_out_width is not None and int(declared_out_width) != int(out_width):
-            raise ConfigError(
-                f"model.connector.out_width={declared_out_width} but the DiT expects caption_channels={out_width}: "
-                "remove model.connector.out_width (it is read from the DiT) or point model.dit at a matching DiT."
-            )
         if (path is None) == (config is None):
             raise ConfigError("give exactly one of model.connector.path (a Qwen2 checkpoint) or model.connector.config (a Qwen2 config dict).")
         if path is not None:

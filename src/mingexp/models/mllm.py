@@ -25,12 +25,13 @@ per-token offsets of :class:`~mingexp.models.queries.MultiScaleQueries` (an s×s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_dir
-from mingexp.models.processor import DEFAULT_SYSTEM_PROMPT, VISION_END, VISION_START, MLLMInputs, MLLMProcessor
+from mingexp.models.processor import VISION_END, VISION_START, MLLMInputs, MLLMProcessor
 from mingexp.utils import resolve_dtype
 
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
@@ -74,11 +75,12 @@ class FrozenMLLM(nn.Module):
         prefix_cache: bool = True,
         attn_implementation: str = "sdpa",
         trust_remote_code: bool = False,
-        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-        image_size: int | None = None,
-        prompt_format: str = "chat",
+        processor: Callable[..., MLLMProcessor] = MLLMProcessor.from_pretrained,
     ) -> "FrozenMLLM":
-        """Load by path (``model.mllm.path``). ``trust_remote_code`` stays off unless asked for."""
+        """Load by path (``model.mllm.path``). ``trust_remote_code`` stays off unless asked for.
+
+        ``processor``: the processor's options as a partial taking the folder (``model.mllm.processor``, the node
+        the datamodule reads too: its workers tokenise exactly as the model does)."""
         from transformers import AutoConfig, AutoModelForImageTextToText
 
         folder = checkpoint_dir(path, "model.mllm.path", "a Qwen2.5-VL checkpoint")
@@ -92,8 +94,7 @@ class FrozenMLLM(nn.Module):
             trust_remote_code=trust_remote_code,
             use_safetensors=True,  # never unpickle weights
         )
-        processor = MLLMProcessor.from_pretrained(folder, system_prompt=system_prompt, image_size=image_size, prompt_format=prompt_format)
-        return cls(model, processor, layer=layer, prefix_cache=prefix_cache)
+        return cls(model, processor(folder), layer=layer, prefix_cache=prefix_cache)
 
     # -------------------------------------------------------------- properties
     @property

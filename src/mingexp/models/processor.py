@@ -98,7 +98,7 @@ class MLLMProcessor:
         prompt_format: str = "chat",
     ) -> None:
         if prompt_format not in PROMPT_FORMATS:
-            raise ConfigError(f"model.mllm.prompt_format={prompt_format!r}: use one of {PROMPT_FORMATS}.")
+            raise ConfigError(f"model.mllm.processor.prompt_format={prompt_format!r}: use one of {PROMPT_FORMATS}.")
         self.prompt_format = prompt_format
         self.tokenizer = tokenizer
         self.image_processor = image_processor

@@ -6,7 +6,8 @@ The tests and the toy world load these through exactly the code that loads the 7
   byte-level BPE tokenizer (Qwen's special tokens, ids matching the model config), a Qwen-VL chat
   template and a ``Qwen2VLImageProcessor`` config;
 * ``connector/``: a ``Qwen2ForCausalLM`` (the format of Qwen2.5-0.5B);
-* ``sana/transformer``: a diffusers ``SanaTransformer2DModel``; ``sana/vae``: a diffusers ``AutoencoderDC``.
+* ``sana/transformer``: a diffusers ``SanaTransformer2DModel``; ``sana/vae``: a diffusers ``AutoencoderDC``;
+* ``sd3/transformer``: a diffusers ``SD3Transformer2DModel`` (MMDiT); ``sd3/vae``: a diffusers ``AutoencoderKL``.
 
 Usage: ``python -m mingexp.models.tiny OUT_DIR`` (or the functions below).
 """
@@ -240,16 +241,54 @@ TINY_DCAE = dict(
 )
 
 
-def write_tiny_sana(out: str | Path, seed: int = 0, **overrides) -> Path:
-    """A diffusers-format SANA folder at ``out``: ``transformer/`` and ``vae/`` (DC-AE), as the hub layout."""
-    from diffusers import AutoencoderDC, SanaTransformer2DModel
+def _write_decoder(out: str | Path, transformer: str, transformer_kwargs: dict, vae: str, vae_kwargs: dict, seed: int) -> Path:
+    """A diffusers pipeline folder's ``transformer/`` and ``vae/`` (the hub layout), from library class names."""
+    import diffusers
 
     out = Path(out)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        SanaTransformer2DModel(**{**TINY_SANA, **overrides}).save_pretrained(str(out / "transformer"))
-        AutoencoderDC(**TINY_DCAE).save_pretrained(str(out / "vae"))
+        getattr(diffusers, transformer)(**transformer_kwargs).save_pretrained(str(out / "transformer"))
+        getattr(diffusers, vae)(**vae_kwargs).save_pretrained(str(out / "vae"))
     return out
+
+
+def write_tiny_sana(out: str | Path, seed: int = 0, **overrides) -> Path:
+    """A diffusers-format SANA folder at ``out``: ``transformer/`` and ``vae/`` (DC-AE), as the hub layout."""
+    return _write_decoder(out, "SanaTransformer2DModel", {**TINY_SANA, **overrides}, "AutoencoderDC", TINY_DCAE, seed)
+
+
+TINY_SD3 = dict(
+    in_channels=4,
+    out_channels=4,
+    num_attention_heads=2,
+    attention_head_dim=16,
+    num_layers=2,
+    joint_attention_dim=48,
+    caption_projection_dim=32,
+    pooled_projection_dim=16,
+    sample_size=8,
+    patch_size=2,
+    pos_embed_max_size=8,
+)
+
+TINY_KL = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    scaling_factor=1.5305,  # SD3.5's
+    shift_factor=0.0609,
+)
+
+
+def write_tiny_sd3(out: str | Path, seed: int = 0, **overrides) -> Path:
+    """A diffusers-format SD3 folder at ``out``: ``transformer/`` (MMDiT) and ``vae/`` (AutoencoderKL), as the hub layout."""
+    return _write_decoder(out, "SD3Transformer2DModel", {**TINY_SD3, **overrides}, "AutoencoderKL", TINY_KL, seed)
 
 
 def write_tiny_clip(out: str | Path, seed: int = 0) -> Path:
@@ -289,18 +328,19 @@ def write_tiny_mask2former(out: str | Path, num_labels: int = 80, seed: int = 0)
 
 
 def write_all(out: str | Path) -> dict[str, Path]:
-    """Every tiny checkpoint under ``out``: ``mllm/``, ``connector/``, ``sana/{transformer,vae}``."""
+    """Every tiny checkpoint under ``out``: ``mllm/``, ``connector/``, ``sana/{transformer,vae}``, ``sd3/{transformer,vae}``."""
     out = Path(out)
     return {
         "mllm": write_tiny_mllm(out / "mllm"),
         "connector": write_tiny_qwen2(out / "connector"),
         "sana": write_tiny_sana(out / "sana"),
+        "sd3": write_tiny_sd3(out / "sd3"),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder to write mllm/, connector/ and sana/ into")
+    parser.add_argument("out", type=Path, help="folder to write mllm/, connector/, sana/ and sd3/ into")
     args = parser.parse_args(argv)
     for name, path in write_all(args.out).items():
         print(f"{name}: {path}")

@@ -1,4 +1,4 @@
-"""The unified model: frozen MLLM → multi-scale queries → connector → SANA DiT (Ming-Lite-Uni, Fig. 2).
+"""The unified model: frozen MLLM → multi-scale queries → connector → DiT (Ming-Lite-Uni, Fig. 2; SANA there).
 
 Data flow with tensor shapes (B images, prompt of L_p tokens, scales S = [4, 8, 16], real sizes in brackets):
 
@@ -8,8 +8,8 @@ Data flow with tensor shapes (B images, prompt of L_p tokens, scales S = [4, 8, 
     Connector (bidirectional Qwen2) ───────► {s: (B, s², C_cap)}         C_cap = 2304 (SANA caption ch.)
     caption tokens c ──────────────────────► (B, T, C_cap)               T = 336 (all) or 256 (finest)
     image (B, 3, H, W) ─VAE (frozen)───────► x_0 (B, C_lat, H/f, W/f)    (B, 32, 16, 16) at 512 px, f = 32
-    x_t = (1−σ)x_0 + σε ─SANA DiT(x_t, σ·1000, c)──► v̂ (B, C_lat, H/f, W/f)
-    L = ‖v̂ − (ε − x_0)‖² + λ·Σ_s L_align^s       (DiT block `layer` → pooled s×s → head ≈ target_s)
+    x_t = (1−σ)x_0 + σε ─Denoiser(x_t, σ, c)──► v̂ (B, C_lat, H/f, W/f)    (SANA | SD3 MMDiT: models/denoisers)
+    L = ‖v̂ − (ε − x_0)‖² + λ·Σ_s L_align^s       (DiT block `layer` → pooled s×s → head ≈ target_s: models/align)
 
 Sampling runs the same condition path once, then one Euler flow pass with guidance batched in one DiT
 forward per step, then the VAE decoder. ``chat`` answers questions with the frozen MLLM alone.
@@ -20,25 +20,26 @@ single-device PyTorch; precision, compilation, checkpointing and sharding are ap
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import nn
 
 from mingexp.diffusion.flow import ConditionDropout, FlowMatching
 from mingexp.diffusion.sampler import FlowSampler
 from mingexp.errors import ConfigError
-from mingexp.models.align import ALIGN_TARGETS, MultiScaleAlignment
+from mingexp.models.align.base import Alignment, AlignmentWidths
 from mingexp.models.cond_cache import PromptStateCache
 from mingexp.models.connector import Connector
-from mingexp.models.dit import BlockTap, dit_width, num_blocks
+from mingexp.models.denoisers.base import BlockTap, Denoiser
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMInputs
+from mingexp.models.spec import ModelSpec
 from mingexp.models.queries import MultiScaleQueries, default_init_norm, resolve_scales
 
 
@@ -47,7 +48,7 @@ class Condition:
     """What the condition path produces for a batch.
 
     Attributes:
-        tokens: (B, T, C_cap) the DiT's cross-attention tokens.
+        tokens: (B, T, C_cap) the DiT's condition tokens.
         per_scale: {s: (B, s², C_cap)} connector outputs of every scale.
         mllm: {s: (B, s², d)} MLLM hidden states of every scale's queries.
     """
@@ -74,7 +75,7 @@ def _randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Ten
 
 
 class UnifiedModel(nn.Module):
-    """Frozen MLLM + learnable multi-scale queries + connector + DiT (+ alignment head).
+    """Frozen MLLM + learnable multi-scale queries + connector + denoiser (+ alignment head).
 
     Build it with :func:`build_model` (what ``model=toy`` / ``model=ming_lite_uni`` instantiate), which
     derives every width from the loaded parts.
@@ -85,15 +86,12 @@ class UnifiedModel(nn.Module):
         mllm: FrozenMLLM,
         queries: MultiScaleQueries,
         connector: Connector,
-        dit: nn.Module,
+        dit: Denoiser,
         vae: nn.Module,
         flow: FlowMatching,
         sampler: FlowSampler,
         cond_dropout: ConditionDropout,
-        align: MultiScaleAlignment | None = None,
-        align_weight: float = 0.0,
-        align_layer: int | None = None,
-        align_target: str = "connector",
+        align: Alignment | None = None,
         cond_cache: PromptStateCache | None = None,
     ) -> None:
         super().__init__()
@@ -102,10 +100,8 @@ class UnifiedModel(nn.Module):
         self.cond_cache = cond_cache
         self.flow, self.sampler, self.cond_dropout = flow, sampler, cond_dropout
         self.align = align
-        self.align_weight = float(align_weight)
-        self.align_target = align_target
         # The tap is a forward hook on one DiT block; it exists only when alignment is on.
-        self._tap = BlockTap(dit, align_layer) if align is not None else None
+        self._tap = BlockTap(dit, dit.default_tap if align.layer is None else int(align.layer)) if align is not None else None
 
     # ------------------------------------------------------------------ groups
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -123,6 +119,16 @@ class UnifiedModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.queries.parameters()).device
 
+    def spec(self) -> ModelSpec:
+        """Native size in pixels (the DiT's sample size × the VAE factor) and the multiple every size must be
+        (VAE factor × DiT patch)."""
+        f = self.vae.spatial_factor
+        return ModelSpec(self.dit.sample_size * f, f * self.dit.patch_size)
+
+    def default_size(self) -> int:
+        """The DiT's native resolution in pixels."""
+        return self.spec().resolution
+
     # -------------------------------------------------------------- condition
     def encode(self, inputs: MLLMInputs, update_statistics: bool = True) -> Condition:
         """The condition path: prompt + query block → MLLM → connector (``update_statistics``: see
@@ -138,7 +144,7 @@ class UnifiedModel(nn.Module):
             h = self.mllm(inputs, block, layout.positions)
         # 3. keep the queries, drop the boundary tokens: (B, Σs², d)
         hq = h[:, layout.query_index.to(h.device)]
-        # 4. connector → caption tokens per scale {s: (B, s², C_cap)}, and the DiT's token set (B, T, C_cap)
+        # 4. connector → condition tokens per scale {s: (B, s², C_cap)}, and the DiT's token set (B, T, C_cap)
         per_scale = self.connector(hq, update_statistics)
         return Condition(self.connector.dit_condition(per_scale), per_scale, dict(zip(layout.scales, layout.split(hq))))
 
@@ -151,10 +157,9 @@ class UnifiedModel(nn.Module):
         return self.encode(empty, update_statistics=False).tokens
 
     # ---------------------------------------------------------------- training
-    def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """Velocity v̂(x_t, t, c): (B, C_lat, h, w), from the DiT's output (a velocity or x̂_0, ``model.flow.prediction``)."""
-        output = self.dit(hidden_states=x_t, encoder_hidden_states=cond, timestep=timestep, return_dict=False)[0]
-        return self.flow.velocity(output, x_t, timestep)
+    def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Velocity v̂(x_t, σ, c): (B, C_lat, h, w), from the denoiser's output (a velocity or x̂_0, ``model.flow.prediction``)."""
+        return self.flow.velocity(self.dit(x_t, sigma, cond), x_t, sigma)
 
     def forward(self, inputs: MLLMInputs, images: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
         """One training step's loss.
@@ -178,24 +183,23 @@ class UnifiedModel(nn.Module):
         noise = _randn(x0.shape, generator, device, x0.dtype)
         x_t = self.flow.interpolate(x0, noise, sigma)
         target = self.flow.target(x0, noise)
-        # 4. DiT prediction (tapping the alignment block when alignment is on)
+        # 4. denoiser prediction (tapping the alignment block when alignment is on)
         if self._tap is None:
-            pred = self.denoise(x_t, tokens, self.flow.timesteps(sigma))
+            pred = self.denoise(x_t, tokens, sigma)
         else:
             with self._tap.capture() as tap:
-                pred = self.denoise(x_t, tokens, self.flow.timesteps(sigma))
+                pred = self.denoise(x_t, tokens, sigma)
         # 5. losses
         terms = {"flow": self.flow.loss(pred, target)}
         loss = terms["flow"]
         if self.align is not None:
-            p = self.dit.config.patch_size
+            p = self.dit.patch_size
             grid = (x0.shape[-2] // p, x0.shape[-1] // p)
-            targets = cond.per_scale if self.align_target == "connector" else cond.mllm
-            per_scale = self.align(tap.value, grid, semantic_targets=targets, flow_target=target, keep=(~dropped).float())
+            per_scale = self.align(tap.value, grid, cond, target, keep=(~dropped).float())
             for s, value in per_scale.items():
                 terms[f"align/s{s}"] = value
             terms["align"] = torch.stack(list(per_scale.values())).sum()
-            loss = loss + self.align_weight * terms["align"]
+            loss = loss + self.align.weight * terms["align"]
         return ModelOutput(loss, terms, dropped)
 
     # ---------------------------------------------------------------- sampling
@@ -217,47 +221,22 @@ class UnifiedModel(nn.Module):
         ``image_inputs`` (the same images with an empty instruction) + ``image_guidance_scale`` turn on
         three-branch guidance for editing (see :class:`~mingexp.diffusion.sampler.FlowSampler`). ``null``:
         precomputed null tokens (1, T, C_cap) (an inference pipeline computes them once, not per call).
+        Prompts to images with seeds: :func:`mingexp.models.generation.generate`.
         """
-        f, p = self.vae.spatial_factor, self.dit.config.patch_size
-        if height % (f * p) or width % (f * p):
-            raise ValueError(f"height and width must be multiples of {f * p} (VAE factor {f} × DiT patch {p}); got {height}×{width}.")
+        f, m = self.vae.spatial_factor, self.spec().multiple
+        if height % m or width % m:
+            raise ValueError(f"height and width must be multiples of {m} (VAE factor {f} × DiT patch {self.dit.patch_size}); got {height}×{width}.")
         cond = self.encode(inputs).tokens
         w = self.sampler.guidance_scale if guidance_scale is None else guidance_scale
         if null is None and w != 1.0:
             null = self.null_tokens(cond)
-        shape = (cond.shape[0], self.dit.config.in_channels, height // f, width // f)
+        shape = (cond.shape[0], self.dit.in_channels, height // f, width // f)
         image_cond = self.encode(image_inputs).tokens if image_inputs is not None and image_guidance_scale is not None else None
         if image_cond is not None and null is None:
             null = self.null_tokens(cond)
         latents = self.sampler(self.denoise, cond, null, shape, generator=generator, steps=steps, guidance_scale=w,
                                image_cond=image_cond, image_guidance_scale=image_guidance_scale)
         return ((self.vae.decode(latents).float() + 1) / 2).clamp(0, 1)
-
-    def generate(
-        self,
-        prompts: str | Sequence[str],
-        images: Sequence[Sequence[Image.Image]] | None = None,
-        num_images: int = 1,
-        height: int | None = None,
-        width: int | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        seed: int = 0,
-    ) -> list[Image.Image]:
-        """PIL images for prompts (and optional input images per prompt); image k of the call uses seed + k."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        images = images if images is not None else [[] for _ in prompts]
-        prompts = [p for p in prompts for _ in range(num_images)]
-        images = [list(ims) for ims in images for _ in range(num_images)]
-        size = self.default_size()
-        inputs = self.mllm.processor(prompts, images).to(self.device)
-        gens = [torch.Generator().manual_seed(seed + k) for k in range(len(prompts))]
-        out = self.sample(inputs, height or size, width or size, steps=steps, guidance_scale=guidance_scale, generator=gens)
-        return [to_pil(x) for x in out]
-
-    def default_size(self) -> int:
-        """The DiT's native resolution in pixels (sample_size × VAE factor)."""
-        return int(self.dit.config.sample_size * self.vae.spatial_factor)
 
     # ----------------------------------------------------------- understanding
     def chat(self, images, text: str, max_new_tokens: int = 64, **kwargs) -> str:
@@ -272,84 +251,81 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 # --------------------------------------------------------------------- builder
-def _section(fn: Callable, cfg: Mapping[str, Any] | None, key: str, **derived) -> Any:
-    """Call ``fn(**cfg, **derived)``, turning unknown keys into an error that names ``key`` and the valid ones."""
-    cfg = dict(cfg or {})
+def _call(part: Callable[..., Any], key: str, resolved: dict[str, Any] | None = None, **derived) -> Any:
+    """Call a config partial with the values only the loaded parts know (``derived``) and config values read
+    against them (``resolved``, e.g. a named scale layout at the DiT grid).
+
+    A derived value restated in the config must agree (both numbers are named when it does not); an unknown
+    config key is named with the valid ones.
+    """
+    given = dict(part.keywords) if isinstance(part, functools.partial) else {}
+    fn = part.func if isinstance(part, functools.partial) else part
     params = inspect.signature(fn).parameters
-    unknown = sorted(set(cfg) - set(params))
+    unknown = sorted(set(given) - set(params))
     if unknown:
         valid = sorted(k for k in params if k not in derived and k not in ("self", "cls"))
         raise ConfigError(f"{key}: unknown key(s) {unknown}; valid keys: {valid}.")
-    return fn(**cfg, **derived)
+    for name, value in derived.items():
+        if name in given and given[name] != value:
+            raise ConfigError(f"{key}.{name}={given[name]} but the loaded checkpoints give {value}: remove {key}.{name} "
+                              "(it is read from them) or point the parts at matching checkpoints.")
+    return fn(**{**given, **(resolved or {}), **derived})
 
 
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+def _option(part: Callable[..., Any] | None, name: str, default: Any) -> Any:
+    """A config partial's option (what the builder must know before calling it)."""
+    if part is None:
+        return default
+    return part.keywords.get(name, default) if isinstance(part, functools.partial) else default
 
 
 def build_model(
     mllm: FrozenMLLM,
-    dit: nn.Module,
+    dit: Denoiser,
     vae: nn.Module,
     flow: FlowMatching,
     sampler: FlowSampler,
     cond_dropout: ConditionDropout,
-    queries: Mapping[str, Any] | None = None,
-    connector: Mapping[str, Any] | None = None,
-    align: Mapping[str, Any] | None = None,
+    queries: Callable[..., MultiScaleQueries],
+    connector: Callable[..., Connector],
+    align: Callable[..., Alignment] | None = None,
     cond_cache: PromptStateCache | None = None,
     seed: int = 0,
 ) -> UnifiedModel:
-    """Assemble a :class:`UnifiedModel`, deriving every width from the loaded parts.
+    """Assemble a :class:`UnifiedModel` from Hydra's parts, injecting what only the loaded parts know.
 
-    ``mllm``, ``dit``, ``vae``, ``flow``, ``sampler``, ``cond_dropout`` and the optional ``cond_cache``
-    arrive instantiated (their ``_target_`` in ``conf/model/``); ``queries``, ``connector`` and ``align`` are option dicts whose
-    widths follow from the others, so they are built here. Fails before any step on incompatible widths.
+    Every argument arrives instantiated by Hydra (``conf/model/``); ``queries``, ``connector`` and ``align`` as
+    partials, completed here with the widths of the loaded MLLM and denoiser and the query layout. Fails
+    before any step on incompatible widths, naming both numbers.
     """
-    queries, connector, align = _plain(queries) or {}, dict(_plain(connector) or {}), dict(_plain(align) or {})
     # 1. widths the checkpoints dictate
-    d_mllm = mllm.hidden_size
-    caption = int(dit.config.caption_channels)
+    if not isinstance(dit, Denoiser):
+        raise ConfigError(f"model.dit built a {type(dit).__name__}; it must be a Denoiser adapter (mingexp.models.denoisers).")
     for name in ("in_channels", "out_channels"):
-        got = int(getattr(dit.config, name) or dit.config.in_channels)
+        got = getattr(dit, name)
         if got != vae.latent_channels:
             raise ConfigError(
                 f"model.dit {name}={got} but the VAE (model.vae) has {vae.latent_channels} latent channels: "
                 "point model.dit and model.vae at matching checkpoints (or fix model.dit.config)."
             )
+    d_mllm = mllm.hidden_size
     # The parts built here get their own seeded RNG, so their init does not depend on what was built before
     # and the caller's RNG is left untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        # 2. queries at the MLLM width, boundary tokens from the MLLM's own image-boundary embeddings
-        init_norm = default_init_norm(queries.pop("init_norm", "embedding"), mllm.mean_embedding_norm())
-        # a named layout (finest | pyramid) is read at the DiT's patch grid: tokens per side at its sample size
-        grid = int(dit.config.sample_size) // int(dit.config.patch_size)
-        queries["scales"] = resolve_scales(queries.get("scales", "pyramid"), grid)
-        q = _section(
-            MultiScaleQueries, queries, "model.queries", width=d_mllm, init_norm=init_norm, boundary_init=mllm.boundary_embeddings(), seed=seed
-        )
-        # 3. connector: MLLM width → DiT caption channels
-        declared = connector.pop("out_width", None)
-        conn = _section(Connector.build, connector, "model.connector", in_width=d_mllm, out_width=caption, layout=q.layout, declared_out_width=declared)
+        # 2. queries at the MLLM width, boundary tokens from the MLLM's own image-boundary embeddings; a named
+        #    layout (finest | pyramid) is read at the DiT's patch grid
+        layout_and_norm = {"scales": resolve_scales(_option(queries, "scales", "pyramid"), dit.grid),
+                           "init_norm": default_init_norm(_option(queries, "init_norm", "embedding"), mllm.mean_embedding_norm())}
+        q = _call(queries, "model.queries", layout_and_norm, width=d_mllm, boundary_init=mllm.boundary_embeddings(), seed=seed)
+        # 3. connector: MLLM width → the denoiser's condition width
+        conn = _call(connector, "model.connector", in_width=d_mllm, out_width=dit.condition_width, layout=q.layout)
         # 4. alignment head (nothing at all when the weight is 0)
-        weight = float(align.pop("weight", 0.0))
-        layer = align.pop("layer", None)
-        layer = num_blocks(dit) // 2 if layer is None else int(layer)
-        target = align.pop("target", "connector")
-        if target not in ALIGN_TARGETS:
-            raise ConfigError(f"model.align.target={target!r}: use one of {ALIGN_TARGETS}.")
-        head = None
+        weight = float(_option(align, "weight", 0.0))
         if weight < 0:
             raise ConfigError(f"model.align.weight={weight}: must be ≥ 0 (0 turns alignment off).")
+        head = None
         if weight > 0:
-            if not 0 <= layer < num_blocks(dit):
-                raise ConfigError(f"model.align.layer={layer} is outside the DiT, which has {num_blocks(dit)} blocks (valid: 0..{num_blocks(dit) - 1}).")
-            mode = align.get("mode", "semantic")
-            p = int(dit.config.patch_size)
-            target_width = (caption if target == "connector" else d_mllm) if mode == "semantic" else vae.latent_channels * p * p
-            head = _section(MultiScaleAlignment, align, "model.align", dit_width=dit_width(dit), target_width=target_width, scales=q.scales, patch_size=p)
-    return UnifiedModel(
-        mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, align_weight=weight, align_layer=layer, align_target=target,
-        cond_cache=cond_cache,
-    )
+            widths = AlignmentWidths(dit=dit.width, connector=dit.condition_width, mllm=d_mllm, latent=vae.latent_channels, patch_size=dit.patch_size)
+            head = _call(align, "model.align", widths=widths, scales=q.scales)
+    return UnifiedModel(mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, cond_cache=cond_cache)

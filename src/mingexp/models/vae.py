@@ -1,7 +1,8 @@
 """The frozen image codec between pixels and the DiT's space.
 
-``DCAE``: diffusers' ``AutoencoderDC`` (SANA's DC-AE f32c32: 32 latent channels, 32× downsampling), loaded
-by ``model.vae.path`` (+ ``subfolder``), frozen, latents multiplied by the checkpoint's ``scaling_factor``.
+``DCAE``: diffusers' ``AutoencoderDC`` (SANA's DC-AE f32c32: 32 latent channels, 32× downsampling);
+``KLVAE``: diffusers' ``AutoencoderKL`` (SD3 / FLUX: 16 channels, 8×). Both loaded by ``model.vae.path``
+(+ ``subfolder``), frozen, latents shifted and scaled by the checkpoint's ``shift_factor`` / ``scaling_factor``.
 ``PixelSpace``: the identity, for pixel-space toy models (3 "latent" channels, 1× downsampling).
 
 Both map images in [-1, 1], (B, 3, H, W), to latents (B, C_lat, H/f, W/f) and back.
@@ -31,8 +32,11 @@ class PixelSpace(nn.Module):
         return latents
 
 
-class DCAE(nn.Module):
-    """Frozen diffusers ``AutoencoderDC``."""
+class FrozenAutoencoder(nn.Module):
+    """A frozen diffusers autoencoder: never trained, always in eval mode. Subclasses name the library class
+    and how its latents are read and written (:meth:`_encode`, :meth:`_decode` in the autoencoder's scale)."""
+
+    library_class = ""
 
     def __init__(self, autoencoder: nn.Module) -> None:
         super().__init__()
@@ -41,28 +45,60 @@ class DCAE(nn.Module):
         self.autoencoder.requires_grad_(False)
         self.autoencoder.eval()
         self.scaling_factor = float(autoencoder.config.scaling_factor)
+        self.shift_factor = float(getattr(autoencoder.config, "shift_factor", None) or 0.0)
         self.latent_channels = int(autoencoder.config.latent_channels)
-        self.spatial_factor = 2 ** (len(autoencoder.config.encoder_block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, subfolder: str | None = None, dtype: str = "float32") -> "DCAE":
-        from diffusers import AutoencoderDC
+    def from_pretrained(cls, path: str | Path, subfolder: str | None = None, dtype: str = "float32") -> "FrozenAutoencoder":
+        import diffusers
 
-        folder = checkpoint_subdir(path, subfolder, "model.vae", "a diffusers AutoencoderDC")
-        ae = AutoencoderDC.from_pretrained(str(folder), torch_dtype=resolve_dtype(dtype, "model.vae.dtype"), use_safetensors=True)
+        folder = checkpoint_subdir(path, subfolder, "model.vae", f"a diffusers {cls.library_class}")
+        ae = getattr(diffusers, cls.library_class).from_pretrained(str(folder), torch_dtype=resolve_dtype(dtype, "model.vae.dtype"),
+                                                                    use_safetensors=True)
         return cls(ae)
 
-    def train(self, mode: bool = True) -> "DCAE":
+    def train(self, mode: bool = True) -> "FrozenAutoencoder":
         super().train(mode)
         self.autoencoder.eval()
         return self
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.autoencoder.dtype)
-        return (self.autoencoder.encode(x).latent * self.scaling_factor).to(images.dtype)
+        """(B, 3, H, W) in [-1, 1] → (B, C_lat, H/f, W/f), shifted and scaled to unit variance."""
+        z = self._encode(images.to(self.autoencoder.dtype))
+        return ((z - self.shift_factor) * self.scaling_factor).to(images.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = (latents / self.scaling_factor).to(self.autoencoder.dtype)
+        z = (latents / self.scaling_factor + self.shift_factor).to(self.autoencoder.dtype)
         return self.autoencoder.decode(z).sample.to(latents.dtype)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DCAE(FrozenAutoencoder):
+    """SANA's deep-compression autoencoder, diffusers ``AutoencoderDC`` (f32c32)."""
+
+    library_class = "AutoencoderDC"
+
+    def __init__(self, autoencoder: nn.Module) -> None:
+        super().__init__(autoencoder)
+        self.spatial_factor = 2 ** (len(autoencoder.config.encoder_block_out_channels) - 1)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(x).latent
+
+
+class KLVAE(FrozenAutoencoder):
+    """The SD3 / FLUX autoencoder, diffusers ``AutoencoderKL`` (f8c16). Latents are the posterior's mode (its
+    mean): deterministic, so a step is reproducible from its seed."""
+
+    library_class = "AutoencoderKL"
+
+    def __init__(self, autoencoder: nn.Module) -> None:
+        super().__init__(autoencoder)
+        self.spatial_factor = 2 ** (len(autoencoder.config.block_out_channels) - 1)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(x).latent_dist.mode()

@@ -5,8 +5,9 @@ Folder layout (written by :meth:`MingUniPipeline.save_pretrained` / ``python -m 
     mingexp_pipeline.json     format, version, the model config (every ``_target_``), the MLLM reference
     queries.safetensors       multi-scale queries + boundary tokens
     connector/                config.json (the Qwen2 stack's HF config) + model.safetensors (stack + projections)
-    transformer/              diffusers SanaTransformer2DModel (save_pretrained)
-    vae/                      diffusers AutoencoderDC (absent for a pixel-space toy model)
+    transformer/              the denoiser: its library's folder (diffusers save_pretrained: SANA, SD3, ...)
+                              + adapter.safetensors when the adapter has weights of its own
+    vae/                      diffusers AutoencoderDC / AutoencoderKL (absent for a pixel-space toy model)
     scheduler/                diffusers FlowMatchEulerDiscreteScheduler config (steps, shift)
     align.safetensors         the alignment head, when the model has one (unused at inference)
     mllm/                     the frozen MLLM, only when copied (default: referenced by path / hub id)
@@ -30,13 +31,14 @@ from hydra.utils import instantiate
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from mingexp.models.unified import UnifiedModel, to_pil
+from mingexp.models.generation import generate, seed_range
+from mingexp.models.unified import UnifiedModel
 from mingexp.pipeline.images import InputError, check_text, load_image
 from mingexp.untrusted import trusted_model_config
 from mingexp.utils import resolve_dtype
 
 FORMAT = "mingexp-pipeline"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the denoiser behind its adapter (models/denoisers), parts as Hydra partials, the processor node
 INDEX = "mingexp_pipeline.json"
 
 
@@ -81,8 +83,8 @@ class MingUniPipeline:
         if m.align is not None:
             save_file(_contiguous(m.align.state_dict()), str(out / "align.safetensors"))
         # 2. DiT, VAE and scheduler in diffusers' formats
-        m.dit.save_pretrained(str(out / "transformer"))
-        cfg["dit"] = {"_target_": "mingexp.models.dit.load_dit", "path": ".", "subfolder": "transformer"}
+        m.dit.save_pretrained(out / "transformer")
+        cfg["dit"] = m.dit.export_config("transformer")
         if hasattr(m.vae, "autoencoder"):
             m.vae.autoencoder.save_pretrained(str(out / "vae"))
             cfg["vae"] = {**cfg["vae"], "path": ".", "subfolder": "vae"}
@@ -199,32 +201,19 @@ class MingUniPipeline:
         return self.model.device
 
     # --------------------------------------------------------------- inference
-    def _generators(self, n: int, seed: int | None, generator) -> list[torch.Generator]:
-        if generator is not None:
-            return list(generator) if isinstance(generator, (list, tuple)) else [generator] * n
-        base = 0 if seed is None else int(seed)
-        return [torch.Generator().manual_seed(base + k) for k in range(n)]
-
-    def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
-        size = self.model.default_size()
-        return int(height or size), int(width or size)
-
-    @torch.no_grad()
     def generate(self, prompt: str | Sequence[str], num_images: int = 1, steps: int | None = None, guidance_scale: float | None = None,
-                 height: int | None = None, width: int | None = None, seed: int | None = 0, generator=None) -> list[Image.Image]:
-        """Text to image: ``num_images`` per prompt, batched; image k of the call uses ``seed + k``."""
+                 height: int | None = None, width: int | None = None, seed: int | None = 0, batch_size: int = 16) -> list[Image.Image]:
+        """Text to image: ``num_images`` per prompt, batched; image k of the call uses ``seed + k`` (the seed rule
+        of :func:`mingexp.models.generation.generate`: the same seed gives the same image in a training sheet or
+        an evaluation)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [check_text(p, "prompt") for p in prompts for _ in range(int(num_images))]
-        inputs = self.model.mllm.processor(prompts).to(self.device)
-        h, w = self._size(height, width)
-        out = self.model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=self._generators(len(prompts), seed, generator),
-                                null=self.null_tokens())
-        return [to_pil(x) for x in out]
+        return generate(self.model, prompts, seed_range(seed or 0, len(prompts)), batch_size=batch_size, steps=steps,
+                        guidance_scale=guidance_scale, height=height, width=width, null=self.null_tokens())
 
-    @torch.no_grad()
     def edit(self, image, instruction: str, steps: int | None = None, guidance_scale: float | None = None,
              image_guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
-             seed: int | None = 0, generator=None) -> Image.Image:
+             seed: int | None = 0) -> Image.Image:
         """Edit ``image`` (path or PIL) by ``instruction``; the source image goes through the MLLM, as in training.
 
         ``image_guidance_scale`` adds InstructPix2Pix-style image guidance (for models trained with the
@@ -232,13 +221,8 @@ class MingUniPipeline:
         """
         source = load_image(image)
         instruction = check_text(instruction, "instruction")
-        proc = self.model.mllm.processor
-        inputs = proc([instruction], [[source]]).to(self.device)
-        image_only = proc([""], [[source]]).to(self.device) if image_guidance_scale is not None else None
-        h, w = self._size(height, width)
-        out = self.model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=self._generators(1, seed, generator),
-                                image_inputs=image_only, image_guidance_scale=image_guidance_scale, null=self.null_tokens())
-        return to_pil(out[0])
+        return generate(self.model, [instruction], [seed or 0], [[source]], steps=steps, guidance_scale=guidance_scale,
+                        image_guidance_scale=image_guidance_scale, height=height, width=width, null=self.null_tokens())[0]
 
     def chat(self, images, question: str, max_new_tokens: int = 64) -> str:
         """Answer ``question`` about ``images`` (one, a list, or None) with the frozen MLLM."""

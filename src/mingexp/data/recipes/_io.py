@@ -1,16 +1,35 @@
-"""Shared helpers of the recipes: reading image cells, writing shards."""
+"""Shared helpers of the recipes: reading image cells, skipping and counting bad rows, writing shards.
+
+A converter never stops at a bad row: :func:`write_rows` turns each row into a sample, and a row that cannot
+be one (an undecodable or missing image, an empty instruction, a malformed cell) is skipped and counted by
+reason. Shards are published whole (:func:`mingexp.data.shards.shard_sink`); :func:`summary` is the line
+every converter prints.
+"""
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from PIL import Image
 
+from mingexp.data.shards import shard_sink
+from mingexp.data.tasks import DEFAULT_MAX_PIXELS
+
+
+class SkipRow(Exception):
+    """A row that cannot become a sample; ``reason`` is its counter's name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 def image_bytes(cell: Any, root: Path | None = None) -> bytes | None:
-    """An image cell as stored by HF datasets' parquet (``{"bytes", "path"}``), raw bytes, or a file path."""
+    """An image cell as stored by HF datasets' parquet (``{"bytes", "path"}``), raw bytes, or a file path;
+    None when the cell holds no image."""
     if cell is None:
         return None
     if isinstance(cell, dict):
@@ -21,24 +40,68 @@ def image_bytes(cell: Any, root: Path | None = None) -> bytes | None:
             return None
     if isinstance(cell, (bytes, bytearray, memoryview)):
         return bytes(cell)
+    if not isinstance(cell, (str, Path)):
+        raise SkipRow("malformed_row")
     path = Path(str(cell))
     if root is not None and not path.is_absolute():
         path = root / path
     return path.read_bytes() if path.is_file() else None
 
 
-def image_ext(data: bytes) -> str:
-    """The file extension webdataset should store these bytes under (png, jpg, webp)."""
-    fmt = (Image.open(io.BytesIO(data)).format or "PNG").lower()
+def image_ext(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The extension webdataset should store these bytes under (png, jpg, webp), after checking they decode:
+    an undecodable image or one above the pixel cap raises :class:`SkipRow`."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > max_pixels:
+                raise SkipRow("too_many_pixels")
+            fmt = (im.format or "PNG").lower()
+            im.verify()  # reads the whole file: truncated or corrupt data fails here, not in a training worker
+    except SkipRow:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
+        raise SkipRow("undecodable_image") from None
     return {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt if fmt in ("png", "webp", "jpg") else "png")
 
 
-def shard_writer(out: str | Path, shard_size: int):
-    import webdataset as wds
+def text_cell(value: Any) -> str:
+    """An instruction / caption cell as stripped text ("" when empty); a non-text cell is malformed."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SkipRow("malformed_row")
+    return value.strip()
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return wds.ShardWriter(str(out / "%06d.tar"), maxcount=shard_size, verbose=0)
+
+def write_rows(rows: Iterable[Any], make: Callable[[int, Any], dict], out: str | Path, shard_size: int, counts: Counter | None = None) -> Counter:
+    """Write ``make(i, row)`` for every row into shards under ``out``; rows raising :class:`SkipRow` (or a
+    malformed row's ``KeyError`` / ``TypeError`` / ``AttributeError``) are skipped and counted by reason."""
+    counts = Counter() if counts is None else counts
+    with shard_sink(out, shard_size) as sink:
+        for i, row in enumerate(rows):
+            try:
+                sample = make(i, row)
+            except SkipRow as e:
+                counts[f"skipped/{e.reason}"] += 1
+                continue
+            except (KeyError, TypeError, AttributeError):
+                counts["skipped/malformed_row"] += 1
+                continue
+            sink.write(sample)
+            counts["written"] += 1
+    return counts
+
+
+def summary(counts: Counter, out: str | Path) -> str:
+    """The line a converter prints: what it wrote and what it skipped, by reason."""
+    skipped = {k.split("/", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("skipped/")}
+    extra = {k: v for k, v in sorted(counts.items()) if k != "written" and not k.startswith("skipped/")}
+    text = f"{out}: {counts['written']} samples written; {sum(skipped.values())} rows skipped"
+    if skipped:
+        text += " (" + ", ".join(f"{k}: {v}" for k, v in skipped.items()) + ")"
+    if extra:
+        text += "; " + ", ".join(f"{k}: {v}" for k, v in extra.items())
+    return text
 
 
 def read_parquet(files) -> "list[dict]":
@@ -52,14 +115,12 @@ def read_parquet(files) -> "list[dict]":
     return rows
 
 
-def pair_sample(key: str, src: bytes | None, tgt: bytes | None, text: str, meta: dict, counts) -> dict | None:
-    """A ``src``/``tgt``/``txt`` sample, or None (counted) when an image is missing or the text is empty."""
+def pair_sample(key: str, src: bytes | None, tgt: bytes | None, text: str, meta: dict) -> dict:
+    """A ``src``/``tgt``/``txt`` sample; :class:`SkipRow` when an image is missing or undecodable or the text is empty."""
     import json
 
     if src is None or tgt is None:
-        counts["missing_image"] += 1
-        return None
+        raise SkipRow("missing_image")
     if not text:
-        counts["empty_instruction"] += 1
-        return None
+        raise SkipRow("empty_instruction")
     return {"__key__": key, f"src.{image_ext(src)}": src, f"tgt.{image_ext(tgt)}": tgt, "txt": text, "json": json.dumps(meta)}

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, shard_writer
+from mingexp.data.recipes._io import SkipRow, image_bytes, image_ext, pair_sample, read_parquet, summary, text_cell, write_rows
 
 PRESETS = {
     "instructpix2pix": dict(source="original_image", target="edited_image", instruction="edit_prompt", chain=None, turn=None,
@@ -39,10 +39,11 @@ def convert(
     shard_size: int = 1000,
     image_root: str | Path | None = None,
 ) -> Counter:
-    """Convert parquet rows into edit shards; returns counts (``written``, ``chains``, and skip reasons).
+    """Convert parquet rows into edit shards; returns counts (``written``, ``chains``, ``skipped/<reason>``).
 
     Without ``chain`` every row is one edit (``src``/``tgt``/``txt``). With ``chain`` (and ``turn``) rows
-    sharing the chain id become one multi-turn sample (``0..N`` images + ``json["instructions"]``).
+    sharing the chain id become one multi-turn sample (``0..N`` images + ``json["instructions"]``). A row (or
+    chain) that cannot become a sample is skipped and counted by reason, never fatal.
     """
     rows = read_parquet(files)
     if rows:
@@ -50,40 +51,37 @@ def convert(
         if missing:
             raise KeyError(f"columns {missing} not in the parquet (columns: {sorted(rows[0])}); pass the dataset's names")
     root = Path(image_root) if image_root else None
+
+    def edit(i: int, row: dict) -> dict:
+        text = text_cell(row[instruction])
+        meta = {"instruction": text, **{k: row.get(k) for k in extra}}
+        return pair_sample(f"e{i:09d}", image_bytes(row[source], root), image_bytes(row[target], root), text, meta)
+
+    if chain is None:
+        return write_rows(rows, edit, out, shard_size)
+    groups: dict = defaultdict(list)
+    for row in rows:
+        groups[row[chain]].append(row)
     counts: Counter = Counter()
-    with shard_writer(out, shard_size) as sink:
-        if chain is None:
-            for i, row in enumerate(rows):
-                text = str(row[instruction] or "").strip()
-                meta = {"instruction": text, **{k: row.get(k) for k in extra}}
-                sample = pair_sample(f"e{i:09d}", image_bytes(row[source], root), image_bytes(row[target], root), text, meta, counts)
-                if sample is not None:
-                    sink.write(sample)
-                    counts["written"] += 1
-            return counts
-        groups: dict = defaultdict(list)
-        for row in rows:
-            groups[row[chain]].append(row)
-        for n, (cid, turns) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
-            turns.sort(key=lambda r: int(r[turn]) if turn else 0)
-            if turn and [int(r[turn]) for r in turns] != list(range(1, len(turns) + 1)):
-                counts["broken_chain"] += 1
-                continue
-            images = [image_bytes(turns[0][source], root)] + [image_bytes(r[target], root) for r in turns]
-            texts = [str(r[instruction] or "").strip() for r in turns]
-            if any(im is None for im in images):
-                counts["missing_image"] += 1
-                continue
-            if not all(texts):
-                counts["empty_instruction"] += 1
-                continue
-            sample = {"__key__": f"c{n:09d}", "json": json.dumps({"instructions": texts, "chain_id": str(cid)})}
-            for k, im in enumerate(images):
-                sample[f"{k}.{image_ext(im)}"] = im
-            sink.write(sample)
-            counts["written"] += 1
-            counts["chains"] += 1
-    return counts
+
+    def chain_sample(n: int, item: tuple) -> dict:
+        cid, turns = item
+        turns.sort(key=lambda r: int(r[turn]) if turn else 0)
+        if turn and [int(r[turn]) for r in turns] != list(range(1, len(turns) + 1)):
+            raise SkipRow("broken_chain")
+        images = [image_bytes(turns[0][source], root)] + [image_bytes(r[target], root) for r in turns]
+        texts = [text_cell(r[instruction]) for r in turns]
+        if any(im is None for im in images):
+            raise SkipRow("missing_image")
+        if not all(texts):
+            raise SkipRow("empty_instruction")
+        sample = {"__key__": f"c{n:09d}", "json": json.dumps({"instructions": texts, "chain_id": str(cid)})}
+        for k, im in enumerate(images):
+            sample[f"{k}.{image_ext(im)}"] = im
+        counts["chains"] += 1
+        return sample
+
+    return write_rows(sorted(groups.items(), key=lambda kv: str(kv[0])), chain_sample, out, shard_size, counts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         cols = dict(source=args.source, target=args.target, instruction=args.instruction, chain=args.chain, turn=args.turn, extra=())
     else:
         cols = PRESETS[args.dataset]
-    print(dict(convert(args.files, args.out, shard_size=args.shard_size, image_root=args.image_root, **cols)))
+    print(summary(convert(args.files, args.out, shard_size=args.shard_size, image_root=args.image_root, **cols), args.out))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, shard_writer
+from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, summary, text_cell, write_rows
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -33,17 +33,18 @@ def convert_folder(root: str | Path, out: str | Path, template: str = "a paintin
     files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"{root}: no <style>/<image> files found")
-    with shard_writer(out, shard_size) as sink:
-        for i, path in enumerate(files):
-            style = style_name(path.parent.name)
-            artist, _, title = path.stem.partition("_")
-            data = path.read_bytes()
-            text = template.format(style=style)
-            meta = {"style": style, "artist": artist.replace("-", " "), "title": title.replace("-", " "), "instruction": text}
-            sink.write({"__key__": f"s{i:09d}", f"tgt.{image_ext(data)}": data, "txt": text, "json": json.dumps(meta)})
-            counts["written"] += 1
-            counts[f"style/{style}"] += 1
-    return counts
+
+    def styled(i: int, path: Path) -> dict:
+        style = style_name(path.parent.name)
+        artist, _, title = path.stem.partition("_")
+        data = path.read_bytes()
+        text = template.format(style=style)
+        meta = {"style": style, "artist": artist.replace("-", " "), "title": title.replace("-", " "), "instruction": text}
+        sample = {"__key__": f"s{i:09d}", f"tgt.{image_ext(data)}": data, "txt": text, "json": json.dumps(meta)}
+        counts[f"style/{style}"] += 1
+        return sample
+
+    return write_rows(files, styled, out, shard_size, counts)
 
 
 def convert_pairs(table: str | Path, out: str | Path, content: str, instruction: str, stylised: str, shard_size: int = 1000) -> Counter:
@@ -53,16 +54,13 @@ def convert_pairs(table: str | Path, out: str | Path, content: str, instruction:
             rows = list(csv.DictReader(f))
     else:
         rows = read_parquet(table)
-    counts: Counter = Counter()
-    with shard_writer(out, shard_size) as sink:
-        for i, row in enumerate(rows):
-            text = str(row.get(instruction) or "").strip()
-            src, tgt = image_bytes(row.get(content), table.parent), image_bytes(row.get(stylised), table.parent)
-            sample = pair_sample(f"p{i:09d}", src, tgt, text, {"instruction": text}, counts)
-            if sample is not None:
-                sink.write(sample)
-                counts["written"] += 1
-    return counts
+
+    def pair(i: int, row: dict) -> dict:
+        text = text_cell(row.get(instruction))
+        src, tgt = image_bytes(row.get(content), table.parent), image_bytes(row.get(stylised), table.parent)
+        return pair_sample(f"p{i:09d}", src, tgt, text, {"instruction": text})
+
+    return write_rows(rows, pair, out, shard_size)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--stylised", default="stylised")
     args = p.parse_args(argv)
     if args.cmd == "folder":
-        print(dict(convert_folder(args.root, args.out, args.template)))
+        print(summary(convert_folder(args.root, args.out, args.template), args.out))
     else:
-        print(dict(convert_pairs(args.table, args.out, args.content, args.instruction, args.stylised)))
+        print(summary(convert_pairs(args.table, args.out, args.content, args.instruction, args.stylised), args.out))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from mingexp.eval.common import generate_images
 from mingexp.eval.geneval.metadata import load_metadata
 from mingexp.eval.geneval.protocol import score_folder, write_layout
 from mingexp.eval.metrics import GenEvalScore
+from mingexp.models.generation import generate
 
 
 def subset(prompts: list[dict], n: int | None) -> list[dict]:
@@ -80,12 +80,12 @@ class GenEvalEval:
     def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
         prompts, track = self.prompts()
 
-        def generate(texts, seeds):
-            return generate_images(model, texts, seeds, batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale)
+        def images(texts, seeds):
+            return generate(model, texts, seeds, batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale)
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(out_dir) if out_dir is not None else Path(tmp)
-            write_layout(prompts, folder, generate, self.images_per_prompt, self.seed, self.batch_size, progress=False)
+            write_layout(prompts, folder, images, self.images_per_prompt, self.seed, self.batch_size, progress=False)
             summary, results = score_folder(folder, self.detector, self.images_per_prompt, track, progress=False)
             values = score_tracks(prompts, results)
             values["correct_prompts"] = summary["correct_prompts"]

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from mingexp.errors import checkpoint_dir
-from mingexp.eval.geneval.metadata import COLORS
+from mingexp.vocab import COLORS
 from mingexp.eval.geneval.rules import Detection, box_from_mask
 from mingexp.utils import resolve_dtype, to_rgb
 

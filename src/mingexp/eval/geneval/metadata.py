@@ -17,12 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 from mingexp.errors import ConfigError
+from mingexp.vocab import COLORS, RELATIONS
 
 OFFICIAL_URL = "https://raw.githubusercontent.com/djghosh13/geneval/main/prompts/evaluation_metadata.jsonl"
 OFFICIAL_COUNT = 553
-TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
-RELATIONS = ("left of", "right of", "above", "below")
 
 
 def _check(entry: dict, where: str) -> dict:

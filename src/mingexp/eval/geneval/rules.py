@@ -30,13 +30,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from mingexp.eval.geneval.metadata import COLORS
+from mingexp.vocab import COLORS, box_relations
 
 THRESHOLD = 0.3
 COUNTING_THRESHOLD = 0.9
 MAX_OBJECTS = 16
 NMS_THRESHOLD = 1.0  # the official script's IoU filter, disabled
-POSITION_THRESHOLD = 0.1
 
 # colour_fn(image, detections, classname) -> one GenEval colour name per detection
 ColourFn = Callable[[object, Sequence["Detection"], str], list[str]]
@@ -89,28 +88,6 @@ def filter_detections(detections: Sequence[Detection], tag: str) -> dict[str, li
         if out:
             kept[label] = out
     return kept
-
-
-def box_relations(box_a: Sequence[float], box_b: Sequence[float]) -> set[str]:
-    """Step 4 on two (x1, y1, x2, y2) boxes: the relations of A to B, factoring in the objects' sizes."""
-    boxes = np.array([box_a, box_b], dtype=np.float64).reshape(2, 2, 2)
-    centre_a, centre_b = boxes.mean(axis=-2)
-    size_a, size_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
-    offset = centre_a - centre_b
-    revised = np.maximum(np.abs(offset) - POSITION_THRESHOLD * (size_a + size_b), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return set()
-    dx, dy = revised / np.linalg.norm(offset)
-    out = set()
-    if dx < -0.5:
-        out.add("left of")
-    if dx > 0.5:
-        out.add("right of")
-    if dy < -0.5:
-        out.add("above")
-    if dy > 0.5:
-        out.add("below")
-    return out
 
 
 def relative_position(a: Detection, b: Detection) -> set[str]:

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mingexp.data.shapes import BACKGROUND, COLORS, SHAPES, _polygon
+from mingexp.data.shapes import BACKGROUND, COLORS, SHAPES, polygon
 from mingexp.eval.geneval.rules import Detection, box_from_mask
 from mingexp.utils import to_rgb
 
@@ -43,7 +43,7 @@ def _template(shape: str) -> Image.Image:
     if shape == "circle":
         draw.ellipse([0, 0, s - 1, s - 1], fill=255)
     else:
-        draw.polygon(_polygon(shape, 0, 0, s), fill=255)
+        draw.polygon(polygon(shape, 0, 0, s), fill=255)
     return canvas.crop(canvas.getbbox())
 
 

@@ -1,0 +1,217 @@
+"""The ``Denoiser`` seam: what the unified model needs from a diffusion transformer, and nothing more.
+
+A denoiser predicts from the noisy latents x_t (B, C_lat, h, w), the noise level σ ∈ [0, 1] and the
+connector's condition tokens c (B, T, C_cond)::
+
+    prediction = D(x_t, σ, c)          (B, C_lat, h, w): a velocity or x̂_0 (``model.flow.prediction``)
+
+Everything family-specific sits in one adapter (a subclass) around the library's own module, kept as
+``self.transformer`` and loaded with its own ``from_pretrained``:
+
+* the timestep convention (SANA and SD3 read σ·1000, FLUX reads σ): :meth:`timestep`;
+* the geometry the rest of the model reads: latent channels, patch size, native sample size, condition
+  width (:attr:`condition_width`), hidden width;
+* where the alignment tap sits: :attr:`blocks` (the block stack), :meth:`tap_tokens` (a block's output →
+  its image tokens, (B, N, C) in raster order), :attr:`default_tap` (the middle block);
+* what FSDP wraps (:attr:`fsdp_blocks`, read by ``mingexp.lit.sharding``);
+* how it is exported (:meth:`save_pretrained` / :meth:`export_config`: the library's folder, plus the
+  adapter's own weights when it has any).
+
+:class:`BlockTap` records one block's image tokens through a forward hook, so the library's code is never
+edited.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mingexp.errors import ConfigError, checkpoint_subdir
+
+ADAPTER_WEIGHTS = "adapter.safetensors"  # the adapter's own parameters, beside the library's folder
+
+
+class Denoiser(nn.Module):
+    """Base of every family's adapter. Subclasses set the class attributes and :meth:`forward`.
+
+    Class attributes:
+        family: the config name (``conf/model/dit/<family>.yaml``).
+        library_class: the diffusers class, by name (loaded with ``from_pretrained`` / built from kwargs).
+        fsdp_blocks: import paths of the module classes FSDP wraps one by one.
+        width_keys: the config keys whose product is the hidden width.
+    """
+
+    family: ClassVar[str] = ""
+    library_class: ClassVar[str] = ""
+    fsdp_blocks: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, transformer: nn.Module) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(
+        cls,
+        path: str | Path | None = None,
+        subfolder: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> "Denoiser":
+        """From ``model.dit.path`` (+ ``subfolder``: a diffusers folder) or ``model.dit.config`` (the library
+        class's kwargs), exactly one. A folder written by :meth:`save_pretrained` also restores the adapter's
+        own weights."""
+        import diffusers
+
+        library = getattr(diffusers, cls.library_class)
+        if (path is None) == (config is None):
+            raise ConfigError(f"give exactly one of model.dit.path (a diffusers {cls.library_class} folder) or model.dit.config "
+                              f"({cls.library_class} kwargs).")
+        folder = None
+        if path is not None:
+            folder = checkpoint_subdir(path, subfolder, "model.dit", f"a diffusers {cls.library_class}")
+            transformer = library.from_pretrained(str(folder), use_safetensors=True)
+        else:
+            transformer = library(**dict(config))
+        if gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        denoiser = cls(transformer)
+        if folder is not None and (folder / ADAPTER_WEIGHTS).is_file():
+            denoiser.load_adapter_state(load_file(str(folder / ADAPTER_WEIGHTS)))
+        return denoiser
+
+    # --------------------------------------------------------------- geometry
+    @property
+    def config(self):
+        """The library model's config (diffusers ``FrozenDict``)."""
+        return self.transformer.config
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config.in_channels)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.config.out_channels or self.config.in_channels)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.config.patch_size)
+
+    @property
+    def sample_size(self) -> int:
+        """The native latent size per side (the pixel size is this × the VAE factor)."""
+        return int(self.config.sample_size)
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side at the native size."""
+        return self.sample_size // self.patch_size
+
+    @property
+    def condition_width(self) -> int:
+        """C_cond: the width of the condition tokens the connector must produce."""
+        raise NotImplementedError
+
+    @property
+    def width(self) -> int:
+        """The hidden width of the blocks (what the alignment tap reads)."""
+        return int(self.config.num_attention_heads * self.config.attention_head_dim)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.transformer_blocks
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def default_tap(self) -> int:
+        """The block the alignment reads when ``model.align.layer`` is null: the middle one."""
+        return self.num_blocks // 2
+
+    # ---------------------------------------------------------------- forward
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The family's timestep input for noise levels σ (B,); diffusers' flow convention σ·1000 by default."""
+        return sigma * 1000
+
+    def forward(self, latents: torch.Tensor, sigma: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """(B, C_lat, h, w) prediction for x_t (B, C_lat, h, w), σ (B,) and condition tokens (B, T, C_cond)."""
+        raise NotImplementedError
+
+    def tap_tokens(self, output: Any) -> torch.Tensor:
+        """A block's forward output → its image tokens (B, N, C), N = (h/p)·(w/p) in raster order."""
+        return output[0] if isinstance(output, tuple) else output
+
+    # ----------------------------------------------------------------- export
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The adapter's own parameters (not the library model's), e.g. a pooled-vector projection."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("transformer.")}
+
+    def load_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        expected = set(self.adapter_state())
+        if set(state) != expected:
+            raise ConfigError(f"{ADAPTER_WEIGHTS}: keys {sorted(state)} do not match the {self.family} adapter's {sorted(expected)}.")
+        self.load_state_dict(dict(state), strict=False)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """The library's own folder, plus :data:`ADAPTER_WEIGHTS` when the adapter has weights."""
+        self.transformer.save_pretrained(str(folder))
+        own = self.adapter_state()
+        if own:
+            save_file({k: v.detach().contiguous().cpu() for k, v in own.items()}, str(Path(folder) / ADAPTER_WEIGHTS))
+
+    @classmethod
+    def builder(cls) -> str:
+        """The ``_target_`` that builds this family (what configs and exports name)."""
+        return f"{cls.__module__}.{cls.__qualname__}.build"
+
+    def export_config(self, subfolder: str) -> dict[str, Any]:
+        """The model-config section that rebuilds this denoiser from an export folder."""
+        return {"_target_": self.builder(), "path": ".", "subfolder": subfolder}
+
+
+def denoiser_class(target: str) -> type[Denoiser]:
+    """The adapter class a ``_target_`` such as ``mingexp.models.denoisers.sana.SanaDenoiser.build`` names."""
+    from hydra.utils import get_method
+
+    built = get_method(target)
+    cls = getattr(built, "__self__", None)
+    if not (isinstance(cls, type) and issubclass(cls, Denoiser)):
+        raise ConfigError(f"model.dit._target_={target!r} is not a Denoiser adapter's build (see mingexp.models.denoisers).")
+    return cls
+
+
+class BlockTap:
+    """Capture the image tokens (B, N, C) of one denoiser block while a ``with tap.capture():`` is open.
+
+    With gradient checkpointing the hook also fires on the recomputation in backward; the tap is closed by
+    then, so the recorded forward tensor is kept.
+    """
+
+    def __init__(self, denoiser: Denoiser, layer: int) -> None:
+        n = denoiser.num_blocks
+        if not 0 <= layer < n:
+            raise ConfigError(f"model.align.layer={layer} is outside the DiT, which has {n} blocks (valid: 0..{n - 1}).")
+        self.denoiser, self.layer = denoiser, layer
+        self.value: torch.Tensor | None = None
+        self._open = False
+        denoiser.blocks[layer].register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self._open:
+            self.value = self.denoiser.tap_tokens(output)
+
+    @contextmanager
+    def capture(self) -> Iterator["BlockTap"]:
+        self.value, self._open = None, True
+        try:
+            yield self
+        finally:
+            self._open = False
