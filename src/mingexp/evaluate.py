@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mingexp.errors import ConfigError
+from mingexp.lit.compat import upgrade_keys
 
 EVALS = ("geneval", "geneval_shapes", "recon", "edit", "vqa")
 
@@ -77,6 +78,7 @@ def load_model(cfg: DictConfig, config: dict | None = None):
         # the LightningModule stores the model under "model."; the EMA keeps the same names
         weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
         weights.update({k.removeprefix("model."): v for k, v in state.get("ema", {}).items()})
+        weights = upgrade_keys(weights, set(model.state_dict()))  # a checkpoint from before the Denoiser seam
         missing, unexpected = model.load_state_dict(weights, strict=False)
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         if unexpected or trainable & set(missing):

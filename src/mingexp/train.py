@@ -103,6 +103,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # images at the loaded model's native size, in multiples of its DiT patch in pixels (None: no image model)
     datamodule.configure(module.model_spec())
     if rank_zero_only.rank == 0:
+        estimate = module.memory_estimate(datamodule.batch_size)
+        if estimate:
+            print(estimate, flush=True)
         # Lightning's own data hooks, run before the trainer exists: a data source matching no shard fails here
         # with its one-line message and leaves no checkpoint (inside fit it would be a traceback and an
         # interrupted.ckpt). Lightning calls them again in fit; both return at once the second time.

@@ -63,6 +63,7 @@ ALLOWED_TARGETS: dict[str, frozenset[str] | Callable[[], frozenset[str]]] = {
     "sampler": frozenset({"mingexp.diffusion.sampler.FlowSampler"}),
     "cond_dropout": frozenset({"mingexp.diffusion.flow.ConditionDropout"}),
     "cond_cache": frozenset({"mingexp.models.cond_cache.PromptStateCache"}),
+    "lora": frozenset({"mingexp.models.lora.LoRA"}),
 }
 # Hydra keys a folder may carry besides _target_ (_convert_ only changes how arguments are passed).
 ALLOWED_HYDRA_KEYS = frozenset({"_target_", "_convert_"})

@@ -1,6 +1,5 @@
 """Each recipe on small files written here in the published schema, read back by the datamodule."""
 
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq

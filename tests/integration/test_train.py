@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -124,6 +123,47 @@ def test_experiment_files_train(tiny_dir, world, tmp_path, experiment, family):
     has_align = any(c.startswith("train/align/s") and column(rows, c) for c in rows[0])
     assert has_align == (experiment != "no_align")
     assert result["samples"] and Path(result["samples"][-1]).name == "final.png"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_finetune_starts_from_a_full_run_and_trains_only_the_adapters(tiny_dir, world, tmp_path, family, capsys):
+    from mingexp.pipeline.pipeline import MingUniPipeline
+
+    full = tmp_path / "full"
+    train(compose_train(tiny_dir, world, full, "trainer.max_steps=2", family=family))
+    start = full / "checkpoints" / "last.ckpt"
+    tuned = tmp_path / "lora"
+    # (the shrunk test preset sets model.queries.trainable=true on the command line: restate the experiment's false)
+    train(compose_train(tiny_dir, world, tuned, "+experiment=finetune_lora", f"init_from={start}", "trainer.max_steps=3",
+                        "model.queries.trainable=false", family=family))
+    out = capsys.readouterr().out
+    assert "memory estimate" in out and "optimizer" in out
+    loaded = [line for line in out.splitlines() if "init_from" in line and "tensors loaded" in line]
+    # the full run's weights, under LoRA's base names; only its alignment head (off here) is left
+    assert loaded and re.search(r"\d+ tensors loaded, 4 skipped e\.g\. model\.align\.", loaded[0]), loaded
+    a = torch.load(start, map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(tuned / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    moved = {k for k in b if "lora_" not in k and not torch.equal(b[k], a.get(k, a.get(k.replace(".base_layer.", "."))))}
+    assert not {k for k in moved if not k.startswith("model.connector.in_norm.")}  # (the running input statistics are buffers)
+    assert any("lora_B" in k and b[k].abs().sum() > 0 for k in b)  # the adapters trained
+    # exported merged (a plain model) or separate (base + adapter), the two sample alike
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from mingexp.export import export
+    from tests.conftest import CONF_DIR
+
+    for mode in ("merged", "separate"):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("export", overrides=[f"ckpt_path={tuned / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / mode}", f"lora={mode}",
+                                               f"paths.toy_dir={tiny_dir}", f"paths.root_dir={tuned}"])
+        folder = export(cfg)
+        pipe = MingUniPipeline.from_pretrained(folder)
+        assert (pipe.config.get("lora") is None) == (mode == "merged")
+        assert (folder / "transformer" / "lora" / "adapter_model.safetensors").is_file() == (mode == "separate")
+    one = MingUniPipeline.from_pretrained(tmp_path / "merged").generate("a photo of a red circle", seed=3, steps=2)[0]
+    two = MingUniPipeline.from_pretrained(tmp_path / "separate").generate("a photo of a red circle", seed=3, steps=2)[0]
+    assert np.abs(np.asarray(one, dtype=float) - np.asarray(two, dtype=float)).max() <= 1  # merged = base + adapter, up to rounding
 
 
 def test_toy_mllm_stage_writes_a_loadable_checkpoint(tiny_dir, world, tmp_path):

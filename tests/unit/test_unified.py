@@ -262,3 +262,22 @@ def test_real_preset_composes_and_names_missing_checkpoint(tiny_dir, tmp_path):
     assert sd3.model.dit.path.endswith("stable-diffusion-3.5-medium") and sd3.model.vae.path.endswith("stable-diffusion-3.5-medium")
     with pytest.raises(InstantiationException, match=r"model.mllm.path=.*Qwen2.5-VL-7B-Instruct: no such folder"):
         instantiate(cfg.model)
+
+
+def test_a_decoder_family_needs_only_its_config_file(tiny_dir, tmp_path):
+    """A family's one config file (here in a user's own config folder, as a new one would be) is all that
+    `model/dit=<family>` needs: without a toy size beside it the toy preset loads the checkpoint by path."""
+    folder = tmp_path / "conf" / "model" / "dit"
+    folder.mkdir(parents=True)
+    (folder / "my_mmdit.yaml").write_text(
+        "_target_: mingexp.models.denoisers.sd3.SD3Denoiser.build\n"
+        f"path: {tiny_dir / 'sd3'}\nsubfolder: transformer\ngradient_checkpointing: false\n")
+    cfg = compose_cfg(tiny_dir, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model/dit=my_mmdit", "model/vae=kl",
+                      f"model.vae.path={tiny_dir / 'sd3'}", "model.queries.scales=[2,4]", small=False)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    assert type(model.dit).__name__ == "SD3Denoiser" and model.connector.out_width == model.dit.condition_width == 48
+    inputs, images = batch(model)
+    out = model(inputs, images, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.dit.pool.weight.grad is not None

@@ -69,6 +69,10 @@ class MLLMFinetuneModule(L.LightningModule):
         """No image model: the datamodule keeps its configured resolution."""
         return None
 
+    def memory_estimate(self, batch_size: int) -> None:
+        """Not estimated for the toy-MLLM stage (a few MB)."""
+        return None
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
         return warmup_cosine_schedule(self, optimizer, self.warmup_steps, self.min_lr_ratio)

@@ -102,6 +102,13 @@ class UnifiedLitModule(L.LightningModule):
         """The built model's sizes, for the datamodule (:class:`~mingexp.models.spec.ModelSpec`)."""
         return self.model.spec()
 
+    def memory_estimate(self, batch_size: int) -> str:
+        """Memory per GPU this model needs to train at ``batch_size`` (:mod:`mingexp.lit.memory`), as lines."""
+        from mingexp.lit.memory import model_parts, table
+
+        parts = model_parts(self.model, self.model.default_size())
+        return table(parts, batch_size, title="[mingexp] memory estimate (mingexp.lit.memory; FSDP divides all but activations by the GPUs):")
+
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):
         groups = [

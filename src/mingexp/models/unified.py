@@ -37,6 +37,7 @@ from mingexp.models.align.base import Alignment, AlignmentWidths
 from mingexp.models.cond_cache import PromptStateCache
 from mingexp.models.connector import Connector
 from mingexp.models.denoisers.base import BlockTap, Denoiser
+from mingexp.models.lora import LoRA
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMInputs
 from mingexp.models.spec import ModelSpec
@@ -290,13 +291,15 @@ def build_model(
     connector: Callable[..., Connector],
     align: Callable[..., Alignment] | None = None,
     cond_cache: PromptStateCache | None = None,
+    lora: LoRA | None = None,
     seed: int = 0,
 ) -> UnifiedModel:
     """Assemble a :class:`UnifiedModel` from Hydra's parts, injecting what only the loaded parts know.
 
     Every argument arrives instantiated by Hydra (``conf/model/``); ``queries``, ``connector`` and ``align`` as
     partials, completed here with the widths of the loaded MLLM and denoiser and the query layout. Fails
-    before any step on incompatible widths, naming both numbers.
+    before any step on incompatible widths, naming both numbers. ``lora`` (``model.lora``): LoRA fine-tuning of
+    the denoiser (and optionally the connector) instead of training them in full (:mod:`mingexp.models.lora`).
     """
     # 1. widths the checkpoints dictate
     if not isinstance(dit, Denoiser):
@@ -328,4 +331,8 @@ def build_model(
         if weight > 0:
             widths = AlignmentWidths(dit=dit.width, connector=dit.condition_width, mllm=d_mllm, latent=vae.latent_channels, patch_size=dit.patch_size)
             head = _call(align, "model.align", widths=widths, scales=q.scales)
-    return UnifiedModel(mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, cond_cache=cond_cache)
+        model = UnifiedModel(mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, cond_cache=cond_cache)
+        # 5. LoRA adapters (seeded with the rest), the parts they sit in frozen
+        if lora is not None:
+            lora.apply(model)
+    return model

@@ -31,7 +31,9 @@ from hydra.utils import instantiate
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from mingexp.models.denoisers.base import LORA_FOLDER
 from mingexp.models.generation import generate, seed_range
+from mingexp.models.lora import load_adapter_state_dict
 from mingexp.models.unified import UnifiedModel
 from mingexp.pipeline.images import InputError, check_text, load_image
 from mingexp.untrusted import trusted_model_config
@@ -68,23 +70,34 @@ class MingUniPipeline:
         return self._null
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, out: str | Path, copy_mllm: bool = False) -> Path:
-        """Write the folder (see the module docstring). ``copy_mllm`` copies the MLLM folder instead of referencing it."""
+    def save_pretrained(self, out: str | Path, copy_mllm: bool = False, lora: str = "merged") -> Path:
+        """Write the folder (see the module docstring). ``copy_mllm`` copies the MLLM folder instead of referencing it.
+
+        A LoRA-tuned model (``model.lora``) is written ``merged`` (plain weights with the updates folded in: the
+        folder loads as a model without LoRA) or ``separate`` (the DiT's base weights plus its adapter in
+        ``transformer/lora/``, peft's format; the model config keeps ``lora`` and loading re-attaches it).
+        """
         from diffusers import FlowMatchEulerDiscreteScheduler
+
+        from mingexp.models.lora import has_lora, without_lora
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         m, cfg = self.model, copy.deepcopy(self.config)
-        # 1. trainable parts as safetensors; the connector with its Qwen2 config
+        merged = lora == "merged" and has_lora(m)
+        # 1. trainable parts as safetensors; the connector with its Qwen2 config (LoRA folded in when merged)
         save_file(_contiguous(m.queries.state_dict()), str(out / "queries.safetensors"))
         (out / "connector").mkdir(exist_ok=True)
         m.connector.transformer.config.save_pretrained(str(out / "connector"))
-        save_file(_contiguous(m.connector.state_dict()), str(out / "connector" / "model.safetensors"))
+        connector = without_lora(m.connector) if merged and has_lora(m.connector) else m.connector
+        save_file(_contiguous(connector.state_dict()), str(out / "connector" / "model.safetensors"))
         if m.align is not None:
             save_file(_contiguous(m.align.state_dict()), str(out / "align.safetensors"))
         # 2. DiT, VAE and scheduler in diffusers' formats
-        m.dit.save_pretrained(out / "transformer")
+        m.dit.save_pretrained(out / "transformer", lora=lora)
         cfg["dit"] = m.dit.export_config("transformer")
+        if merged:
+            cfg["lora"] = None  # a plain model now
         if hasattr(m.vae, "autoencoder"):
             m.vae.autoencoder.save_pretrained(str(out / "vae"))
             cfg["vae"] = {**cfg["vae"], "path": ".", "subfolder": "vae"}
@@ -170,6 +183,9 @@ class MingUniPipeline:
         if not Path(resolved["mllm"]["path"]).is_dir():
             raise InputError(f"{folder}: the MLLM it references ({resolved['mllm']['path']}) is not on this machine; pass mllm_path=... (or export with copy_mllm=true).")
         model: UnifiedModel = instantiate(resolved)
+        adapter = folder / "transformer" / LORA_FOLDER / "adapter_model.safetensors"
+        if resolved.get("lora") and adapter.is_file():  # a separate LoRA export: the adapter back on its base
+            load_adapter_state_dict(model.dit.transformer, load_file(str(adapter)), str(adapter))
         model.queries.load_state_dict(load_file(str(folder / "queries.safetensors")))
         model.connector.load_state_dict(load_file(str(folder / "connector" / "model.safetensors")))
         if model.align is not None:

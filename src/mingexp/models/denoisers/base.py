@@ -32,8 +32,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_subdir
+from mingexp.models.lora import ADAPTER as LORA_ADAPTER
 
 ADAPTER_WEIGHTS = "adapter.safetensors"  # the adapter's own parameters, beside the library's folder
+LORA_FOLDER = "lora"  # a separate LoRA export's adapter (peft's format), inside the library's folder
+LORA_MODES = ("merged", "separate")
 
 
 class Denoiser(nn.Module):
@@ -160,9 +163,25 @@ class Denoiser(nn.Module):
             raise ConfigError(f"{ADAPTER_WEIGHTS}: keys {sorted(state)} do not match the {self.family} adapter's {sorted(expected)}.")
         self.load_state_dict(dict(state), strict=False)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """The library's own folder, plus :data:`ADAPTER_WEIGHTS` when the adapter has weights."""
-        self.transformer.save_pretrained(str(folder))
+    def save_pretrained(self, folder: str | Path, lora: str = "merged") -> None:
+        """The library's own folder, plus :data:`ADAPTER_WEIGHTS` when the adapter has weights.
+
+        With LoRA layers (``model.lora``) the folder holds a plain library model: the update folded in
+        (``lora="merged"``), or the base weights with the LoRA matrices in ``<folder>/lora/`` (``"separate"``,
+        peft's ``adapter_model.safetensors`` + ``adapter_config.json``).
+        """
+        from mingexp.models.lora import adapter_state_dict, has_lora, without_lora
+
+        if lora not in LORA_MODES:
+            raise ConfigError(f"lora={lora!r}: use one of {LORA_MODES}.")
+        library = self.transformer
+        if has_lora(library):
+            library = without_lora(self.transformer, merge=lora == "merged")
+            if lora == "separate":
+                (Path(folder) / LORA_FOLDER).mkdir(parents=True, exist_ok=True)
+                save_file(adapter_state_dict(self.transformer), str(Path(folder) / LORA_FOLDER / "adapter_model.safetensors"))
+                self.transformer.peft_config[LORA_ADAPTER].save_pretrained(str(Path(folder) / LORA_FOLDER))
+        library.save_pretrained(str(folder))
         own = self.adapter_state()
         if own:
             save_file({k: v.detach().contiguous().cpu() for k, v in own.items()}, str(Path(folder) / ADAPTER_WEIGHTS))

@@ -1,0 +1,81 @@
+"""Memory per GPU to fine-tune the real-size model: full fine-tuning (the baseline) against LoRA, same run.
+
+Builds the real parts on the meta device (no weights, no download: shapes only) from the public
+checkpoints' configs (UPSTREAM.md §7: Qwen2.5-VL-7B-Instruct, a Qwen2.5-0.5B connector, SANA-1.6B-512px,
+DC-AE f32c32), counts their parameters, injects the LoRA adapters of ``model.lora`` into the DiT (and, with
+``--lora-connector``, the connector), and prints the estimate of :mod:`mingexp.lit.memory` for both, then
+LoRA / full per kind. The query block is frozen in both (a release's queries are kept), the alignment off.
+
+    python benchmarks/finetune_memory.py                       # batch 8 per GPU at 512 px, one GPU
+    python benchmarks/finetune_memory.py --batch 32 --shards 8 # FSDP over 8 GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from mingexp.lit.memory import GIB, PartCost, counts, estimate, table
+from mingexp.models.connector import Connector
+from mingexp.models.lora import DIT_TARGETS, QWEN2_TARGETS, LoRA
+from mingexp.models.queries import build_layout
+
+SANA_1600M_512 = dict(in_channels=32, out_channels=32, num_attention_heads=70, attention_head_dim=32, num_layers=20,
+                      num_cross_attention_heads=20, cross_attention_head_dim=112, cross_attention_dim=2240, caption_channels=2304,
+                      mlp_ratio=2.5, sample_size=16, patch_size=1)
+QWEN25_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864, vocab_size=1)
+QWEN25_VL_7B_TEXT = dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944,
+                         vocab_size=152064, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]})
+QWEN25_VL_7B_VISION = dict(depth=32, hidden_size=1280, out_hidden_size=3584, intermediate_size=3420, num_heads=16, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+SCALES = (4, 8, 16)
+
+
+def real_parts(lora: LoRA | None, gradient_checkpointing: bool = True) -> list[PartCost]:
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Config, Qwen2Model
+
+    d = QWEN25_VL_7B_TEXT["hidden_size"]
+    with torch.device("meta"):
+        mllm = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=QWEN25_VL_7B_TEXT, vision_config=QWEN25_VL_7B_VISION))
+        stack = Qwen2Model(Qwen2Config(**QWEN25_05B))
+        stack.embed_tokens = None  # fed embeddings, as Connector.build does
+        connector = Connector(d, SANA_1600M_512["caption_channels"], stack, build_layout(SCALES))
+        dit = SanaTransformer2DModel(**SANA_1600M_512)
+        vae = AutoencoderDC()  # diffusers' default is SANA's f32c32
+    mllm.requires_grad_(False)
+    vae.requires_grad_(False)
+    if lora is not None:
+        lora.inject(dit, dit, lora.dit, "dit")
+        lora.inject(connector, connector.transformer, lora.connector, "connector")
+    n_queries = sum(s * s for s in SCALES)
+    return [
+        PartCost("mllm", *counts(mllm)),
+        PartCost("queries", sum(s * s * d for s in SCALES), 0),
+        PartCost("connector", *counts(connector), backward=True, blocks=24, tokens=n_queries, width=896, heads=14,
+                 checkpointing=gradient_checkpointing),
+        PartCost("dit", *counts(dit), backward=True, blocks=20, tokens=16 * 16, width=2240, heads=70, checkpointing=gradient_checkpointing),
+        PartCost("vae", *counts(vae)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8, help="images per GPU")
+    p.add_argument("--shards", type=int, default=1, help="FSDP FULL_SHARD over this many GPUs")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--lora-connector", action="store_true", help="LoRA on the connector too (else it is frozen)")
+    args = p.parse_args(argv)
+    lora = LoRA(rank=args.rank, dit=DIT_TARGETS, connector=QWEN2_TARGETS if args.lora_connector else None)
+    full, adapted = real_parts(None), real_parts(lora)
+    print(table(full, args.batch, args.shards, "full fine-tuning (baseline): the DiT and the connector train"))
+    print(table(adapted, args.batch, args.shards, f"LoRA r={args.rank} on the DiT's {list(DIT_TARGETS)}"
+                + (f" and the connector's {list(QWEN2_TARGETS)}" if args.lora_connector else "; the connector frozen")))
+    a, b = estimate(full, args.batch, args.shards), estimate(adapted, args.batch, args.shards)
+    print("LoRA / full: " + ", ".join(f"{k} {b[k] / a[k]:.3f}" if a[k] else f"{k} -" for k in a)
+          + f"  (total {a['total'] / GIB:.1f} → {b['total'] / GIB:.1f} GiB per GPU)")
+
+
+if __name__ == "__main__":
+    main()
