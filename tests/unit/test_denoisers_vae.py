@@ -56,6 +56,12 @@ def test_the_adapter_passes_sigma_in_its_familys_convention(family):
     assert dit(x, sigma, c).shape == x.shape
 
 
+def test_sd3_beyond_its_positions_names_the_key():
+    dit = pixel("sd3")  # pos_embed_max_size 8, patch 2: up to 16 px a side
+    with pytest.raises(ConfigError, match=r"images of 9 patches a side .*pos_embed_max_size=8.*data.resolution"):
+        dit(torch.randn(1, 3, 18, 18), torch.tensor([0.5]), torch.randn(1, 5, dit.condition_width))
+
+
 def test_sd3_pooled_vector_starts_silent_and_learns():
     """The pooled projection is zero at init (the condition enters through the tokens only), then trains."""
     torch.manual_seed(0)

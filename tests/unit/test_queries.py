@@ -53,11 +53,24 @@ def test_grid_layout_positions():
     assert q1[2].reshape(3, 3)[0].tolist() == [5, 6, 7]
 
 
-def test_row_layout_positions_are_one_row():
-    layout = build_layout([2, 3], "row")
-    q1 = layout.positions[:, layout.query_slices[1]]
-    assert torch.equal(q1[0], q1[1]) and torch.equal(q1[1], q1[2])
-    assert q1[0].tolist() == list(range(q1[0, 0].item(), q1[0, 0].item() + 9))
+@pytest.mark.parametrize("position_layout", ["row", "grid"])
+def test_layouts_are_qwens_own_image_positions(tiny_dir, position_layout):
+    """Each scale sits between its boundary tokens as an image would: ``row`` as the released code's image of
+    grid (1, 2, 2s²) (merged: one row of s²), ``grid`` as an image of (1, 2s, 2s) (s × s), both positioned by
+    Qwen's own get_rope_index: the layouts must give exactly those ids."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir / "mllm").model
+    cfg = model.config
+    scales = [2, 3]
+    layout = build_layout(scales, position_layout)
+    ids = []
+    for s in scales:
+        ids += [cfg.vision_start_token_id] + [cfg.image_token_id] * (s * s) + [cfg.vision_end_token_id]
+    input_ids = torch.tensor([ids])
+    grid = torch.tensor([[1, 2, 2 * s * s] if position_layout == "row" else [1, 2 * s, 2 * s] for s in scales])
+    ref, _ = model.get_rope_index(input_ids, mm_token_type_ids=(input_ids == cfg.image_token_id).int(), image_grid_thw=grid)
+    assert torch.equal(layout.positions, ref[:, 0])
 
 
 @pytest.mark.parametrize("scales", [[16], [1], [3, 5], [8, 4, 2, 1]])

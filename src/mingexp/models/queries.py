@@ -138,8 +138,9 @@ def build_layout(scales: Sequence[int], position_layout: str = "grid") -> QueryL
     """Lay out ``[START, Q (s²), END]`` per scale and give every token its M-RoPE offsets.
 
     ``grid``: START at p; queries at (t, h, w) = (p+1, p+1+i, p+1+j); the cursor then advances by s (the
-    grid's extent, as Qwen-VL advances after an image); END at the cursor. ``row``: queries at p+1+k on all
-    three axes for k < s², the cursor advances by s².
+    grid's extent, as Qwen-VL advances after an image); END at the cursor. ``row`` (the released code's
+    ``learnable_queries_1d``: each scale an "image" of merged grid 1 × s² through Qwen's own rope index): queries
+    at (p+1, p+1, p+1+k) for k < s², the cursor advances by s².
     """
     if position_layout not in POSITION_LAYOUTS:
         raise ConfigError(f"model.queries.position_layout={position_layout!r}: use one of {POSITION_LAYOUTS}.")
@@ -153,8 +154,8 @@ def build_layout(scales: Sequence[int], position_layout: str = "grid") -> QueryL
             cols.append(torch.stack([t, cursor + i.reshape(-1), cursor + j.reshape(-1)]))
             cursor += s
         else:
-            k = cursor + torch.arange(s * s)
-            cols.append(torch.stack([k, k, k]))
+            k = torch.arange(s * s)
+            cols.append(torch.stack([torch.full_like(k, cursor), torch.full_like(k, cursor), cursor + k]))
             cursor += s * s
         cols.append(torch.full((3, 1), cursor))  # END
         cursor += 1

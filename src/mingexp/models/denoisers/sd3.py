@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mingexp.errors import ConfigError
 from mingexp.models.denoisers.base import Denoiser
 
 
@@ -47,6 +48,11 @@ class SD3Denoiser(Denoiser):
         return int(self.config.joint_attention_dim)
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        # 0. SD3's learned positions cover pos_embed_max_size patches a side: larger images cannot be placed
+        side, most = max(latents.shape[-2:]) // self.patch_size, self.config.pos_embed_max_size
+        if most is not None and side > most:
+            raise ConfigError(f"images of {side} patches a side are beyond this SD3's positions (model.dit.config.pos_embed_max_size="
+                              f"{most}): lower data.resolution / the sampling size, or use a checkpoint with more positions.")
         # 1. the pooled vector from the condition tokens: (B, pooled_projection_dim)
         pooled = self.pool(condition.mean(dim=1))
         # 2. the MMDiT over [condition tokens ; image patches]
