@@ -71,14 +71,12 @@ def estimate(parts: list[PartCost], batch: int, shards: int = 1) -> dict[str, fl
     return out
 
 
-def model_parts(model, image_size: int, condition_tokens: int | None = None) -> list[PartCost]:
-    """The parts of a built :class:`~mingexp.models.unified.UnifiedModel` with their counts."""
+def model_parts(model) -> list[PartCost]:
+    """The parts of a built :class:`~mingexp.models.unified.UnifiedModel` with their counts, at its native size."""
     dit, conn, mllm = model.dit, model.connector, model.mllm
     queries_train = any(p.requires_grad for p in model.queries.parameters())
     n_queries = model.queries.layout.num_queries
     text = mllm.text_config
-    f = model.vae.spatial_factor
-    grid = image_size // (f * dit.patch_size)
     parts = [
         PartCost("mllm", *counts(mllm), backward=queries_train, blocks=int(text.num_hidden_layers), tokens=n_queries,
                  width=int(text.hidden_size), heads=int(text.num_attention_heads), checkpointing=False),
@@ -86,7 +84,7 @@ def model_parts(model, image_size: int, condition_tokens: int | None = None) -> 
         PartCost("connector", *counts(conn), backward=True, blocks=int(conn.transformer.config.num_hidden_layers),
                  tokens=sum(s * s for s in model.queries.scales), width=conn.hidden_size,
                  heads=int(conn.transformer.config.num_attention_heads), checkpointing=bool(getattr(conn.transformer, "is_activation_checkpointing", False))),
-        PartCost("dit", *counts(dit), backward=True, blocks=dit.num_blocks, tokens=grid * grid + (condition_tokens or 0), width=dit.width,
+        PartCost("dit", *counts(dit), backward=True, blocks=dit.num_blocks, tokens=dit.grid ** 2, width=dit.width,
                  heads=int(dit.config.num_attention_heads), checkpointing=bool(getattr(dit.transformer, "gradient_checkpointing", False))),
         PartCost("vae", *counts(model.vae)),
     ]

@@ -106,8 +106,7 @@ class UnifiedLitModule(L.LightningModule):
         """Memory per GPU this model needs to train at ``batch_size`` (:mod:`mingexp.lit.memory`), as lines."""
         from mingexp.lit.memory import model_parts, table
 
-        parts = model_parts(self.model, self.model.default_size())
-        return table(parts, batch_size, title="[mingexp] memory estimate (mingexp.lit.memory; FSDP divides all but activations by the GPUs):")
+        return table(model_parts(self.model), batch_size, title="[mingexp] memory estimate (mingexp.lit.memory; FSDP divides all but activations by the GPUs):")
 
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):

@@ -99,7 +99,7 @@ def adapter_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """The LoRA matrices alone, in peft's format (what ``peft`` / diffusers' ``load_lora_adapter`` read)."""
     from peft.utils import get_peft_model_state_dict
 
-    return {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
+    return dict(get_peft_model_state_dict(module, adapter_name=ADAPTER))
 
 
 def load_adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

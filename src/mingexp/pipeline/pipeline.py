@@ -29,23 +29,19 @@ from typing import Any, Sequence
 import torch
 from hydra.utils import instantiate
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mingexp.models.denoisers.base import LORA_FOLDER
 from mingexp.models.generation import generate, seed_range
-from mingexp.models.lora import load_adapter_state_dict
+from mingexp.models.lora import has_lora, load_adapter_state_dict
 from mingexp.models.unified import UnifiedModel
 from mingexp.pipeline.images import InputError, check_text, load_image
 from mingexp.untrusted import trusted_model_config
-from mingexp.utils import resolve_dtype
+from mingexp.utils import resolve_dtype, save_tensors
 
 FORMAT = "mingexp-pipeline"
 FORMAT_VERSION = 2  # 2: the denoiser behind its adapter (models/denoisers), parts as Hydra partials, the processor node
 INDEX = "mingexp_pipeline.json"
-
-
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
 class MingUniPipeline:
@@ -79,20 +75,20 @@ class MingUniPipeline:
         """
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        from mingexp.models.lora import has_lora, without_lora
+        from mingexp.models.lora import without_lora
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         m, cfg = self.model, copy.deepcopy(self.config)
         merged = lora == "merged" and has_lora(m)
         # 1. trainable parts as safetensors; the connector with its Qwen2 config (LoRA folded in when merged)
-        save_file(_contiguous(m.queries.state_dict()), str(out / "queries.safetensors"))
+        save_tensors(m.queries.state_dict(), out / "queries.safetensors")
         (out / "connector").mkdir(exist_ok=True)
         m.connector.transformer.config.save_pretrained(str(out / "connector"))
         connector = without_lora(m.connector) if merged and has_lora(m.connector) else m.connector
-        save_file(_contiguous(connector.state_dict()), str(out / "connector" / "model.safetensors"))
+        save_tensors(connector.state_dict(), out / "connector" / "model.safetensors")
         if m.align is not None:
-            save_file(_contiguous(m.align.state_dict()), str(out / "align.safetensors"))
+            save_tensors(m.align.state_dict(), out / "align.safetensors")
         # 2. DiT, VAE and scheduler in diffusers' formats
         m.dit.save_pretrained(out / "transformer", lora=lora)
         cfg["dit"] = m.dit.export_config("transformer")
@@ -183,8 +179,10 @@ class MingUniPipeline:
         if not Path(resolved["mllm"]["path"]).is_dir():
             raise InputError(f"{folder}: the MLLM it references ({resolved['mllm']['path']}) is not on this machine; pass mllm_path=... (or export with copy_mllm=true).")
         model: UnifiedModel = instantiate(resolved)
-        adapter = folder / "transformer" / LORA_FOLDER / "adapter_model.safetensors"
-        if resolved.get("lora") and adapter.is_file():  # a separate LoRA export: the adapter back on its base
+        if has_lora(model.dit.transformer):  # a separate LoRA export: its adapter back on the base (never a fresh one)
+            adapter = folder / "transformer" / LORA_FOLDER / "adapter_model.safetensors"
+            if not adapter.is_file():
+                raise InputError(f"{folder}: the model config has LoRA on the DiT but {adapter} is missing; re-export it.")
             load_adapter_state_dict(model.dit.transformer, load_file(str(adapter)), str(adapter))
         model.queries.load_state_dict(load_file(str(folder / "queries.safetensors")))
         model.connector.load_state_dict(load_file(str(folder / "connector" / "model.safetensors")))

@@ -1,7 +1,7 @@
 """Shared helpers of the recipes: reading image cells, skipping and counting bad rows, writing shards.
 
 A converter never stops at a bad row: :func:`write_rows` turns each row into a sample, and a row that cannot
-be one (an undecodable or missing image, an empty instruction, a malformed cell) is skipped and counted by
+be one (raising the reader's :class:`~mingexp.data.tasks.SkipSample`) (an undecodable or missing image, an empty instruction, a malformed cell) is skipped and counted by
 reason. Shards are published whole (:func:`mingexp.data.shards.shard_sink`); :func:`summary` is the line
 every converter prints.
 """
@@ -16,15 +16,7 @@ from typing import Any, Callable, Iterable
 from PIL import Image
 
 from mingexp.data.shards import shard_sink
-from mingexp.data.tasks import DEFAULT_MAX_PIXELS
-
-
-class SkipRow(Exception):
-    """A row that cannot become a sample; ``reason`` is its counter's name."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+from mingexp.data.tasks import DEFAULT_MAX_PIXELS, SkipSample, decode_image
 
 
 def image_bytes(cell: Any, root: Path | None = None) -> bytes | None:
@@ -41,7 +33,7 @@ def image_bytes(cell: Any, root: Path | None = None) -> bytes | None:
     if isinstance(cell, (bytes, bytearray, memoryview)):
         return bytes(cell)
     if not isinstance(cell, (str, Path)):
-        raise SkipRow("malformed_row")
+        raise SkipSample("malformed_row")
     path = Path(str(cell))
     if root is not None and not path.is_absolute():
         path = root / path
@@ -49,18 +41,10 @@ def image_bytes(cell: Any, root: Path | None = None) -> bytes | None:
 
 
 def image_ext(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    """The extension webdataset should store these bytes under (png, jpg, webp), after checking they decode:
-    an undecodable image or one above the pixel cap raises :class:`SkipRow`."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise SkipRow("too_many_pixels")
-            fmt = (im.format or "PNG").lower()
-            im.verify()  # reads the whole file: truncated or corrupt data fails here, not in a training worker
-    except SkipRow:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
-        raise SkipRow("undecodable_image") from None
+    """The extension webdataset should store these bytes under (png, jpg, webp), once they pass the reader's own
+    check (:func:`mingexp.data.tasks.decode_image`): what training would skip is skipped here, for the same reason."""
+    decode_image(data, max_pixels)
+    fmt = (Image.open(io.BytesIO(data)).format or "PNG").lower()  # the header again: decode_image returns RGB
     return {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt if fmt in ("png", "webp", "jpg") else "png")
 
 
@@ -69,19 +53,19 @@ def text_cell(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise SkipRow("malformed_row")
+        raise SkipSample("malformed_row")
     return value.strip()
 
 
 def write_rows(rows: Iterable[Any], make: Callable[[int, Any], dict], out: str | Path, shard_size: int, counts: Counter | None = None) -> Counter:
-    """Write ``make(i, row)`` for every row into shards under ``out``; rows raising :class:`SkipRow` (or a
+    """Write ``make(i, row)`` for every row into shards under ``out``; rows raising :class:`SkipSample` (or a
     malformed row's ``KeyError`` / ``TypeError`` / ``AttributeError``) are skipped and counted by reason."""
     counts = Counter() if counts is None else counts
     with shard_sink(out, shard_size) as sink:
         for i, row in enumerate(rows):
             try:
                 sample = make(i, row)
-            except SkipRow as e:
+            except SkipSample as e:
                 counts[f"skipped/{e.reason}"] += 1
                 continue
             except (KeyError, TypeError, AttributeError):
@@ -116,11 +100,11 @@ def read_parquet(files) -> "list[dict]":
 
 
 def pair_sample(key: str, src: bytes | None, tgt: bytes | None, text: str, meta: dict) -> dict:
-    """A ``src``/``tgt``/``txt`` sample; :class:`SkipRow` when an image is missing or undecodable or the text is empty."""
+    """A ``src``/``tgt``/``txt`` sample; :class:`SkipSample` when an image is missing or undecodable or the text is empty."""
     import json
 
     if src is None or tgt is None:
-        raise SkipRow("missing_image")
+        raise SkipSample("missing_image")
     if not text:
-        raise SkipRow("empty_instruction")
+        raise SkipSample("empty_instruction")
     return {"__key__": key, f"src.{image_ext(src)}": src, f"tgt.{image_ext(tgt)}": tgt, "txt": text, "json": json.dumps(meta)}

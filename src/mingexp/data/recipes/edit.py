@@ -18,7 +18,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from mingexp.data.recipes._io import SkipRow, image_bytes, image_ext, pair_sample, read_parquet, summary, text_cell, write_rows
+from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, summary, text_cell, write_rows
+from mingexp.data.tasks import SkipSample
 
 PRESETS = {
     "instructpix2pix": dict(source="original_image", target="edited_image", instruction="edit_prompt", chain=None, turn=None,
@@ -68,13 +69,13 @@ def convert(
         cid, turns = item
         turns.sort(key=lambda r: int(r[turn]) if turn else 0)
         if turn and [int(r[turn]) for r in turns] != list(range(1, len(turns) + 1)):
-            raise SkipRow("broken_chain")
+            raise SkipSample("broken_chain")
         images = [image_bytes(turns[0][source], root)] + [image_bytes(r[target], root) for r in turns]
         texts = [text_cell(r[instruction]) for r in turns]
         if any(im is None for im in images):
-            raise SkipRow("missing_image")
+            raise SkipSample("missing_image")
         if not all(texts):
-            raise SkipRow("empty_instruction")
+            raise SkipSample("empty_instruction")
         sample = {"__key__": f"c{n:09d}", "json": json.dumps({"instructions": texts, "chain_id": str(cid)})}
         for k, im in enumerate(images):
             sample[f"{k}.{image_ext(im)}"] = im

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_subdir
+from mingexp.utils import save_tensors
 from mingexp.models.lora import ADAPTER as LORA_ADAPTER
 
 ADAPTER_WEIGHTS = "adapter.safetensors"  # the adapter's own parameters, beside the library's folder
@@ -46,7 +47,6 @@ class Denoiser(nn.Module):
         family: the config name (``conf/model/dit/<family>.yaml``).
         library_class: the diffusers class, by name (loaded with ``from_pretrained`` / built from kwargs).
         fsdp_blocks: import paths of the module classes FSDP wraps one by one.
-        width_keys: the config keys whose product is the hidden width.
     """
 
     family: ClassVar[str] = ""
@@ -179,12 +179,12 @@ class Denoiser(nn.Module):
             library = without_lora(self.transformer, merge=lora == "merged")
             if lora == "separate":
                 (Path(folder) / LORA_FOLDER).mkdir(parents=True, exist_ok=True)
-                save_file(adapter_state_dict(self.transformer), str(Path(folder) / LORA_FOLDER / "adapter_model.safetensors"))
+                save_tensors(adapter_state_dict(self.transformer), Path(folder) / LORA_FOLDER / "adapter_model.safetensors")
                 self.transformer.peft_config[LORA_ADAPTER].save_pretrained(str(Path(folder) / LORA_FOLDER))
         library.save_pretrained(str(folder))
         own = self.adapter_state()
         if own:
-            save_file({k: v.detach().contiguous().cpu() for k, v in own.items()}, str(Path(folder) / ADAPTER_WEIGHTS))
+            save_tensors(own, Path(folder) / ADAPTER_WEIGHTS)
 
     @classmethod
     def builder(cls) -> str:
