@@ -67,6 +67,13 @@ def tiny_dir(tmp_path_factory) -> Path:
     return root
 
 
+# The release preset (model=ming_lite_uni_release) on the tiny released-layout folder (tiny_dir / "release"): fp32 on
+# CPU, MLLM images at 32² (the release: 672²), 3 sampler steps. Nothing else changes: every part loads its sub-folder.
+def release(tiny_dir: Path) -> list[str]:
+    return ["model=ming_lite_uni_release", f"model.path={tiny_dir / 'release'}", "model.mllm.dtype=float32", "model.vae.dtype=float32",
+            "model.mllm.processor.image_pixels=1024", "model.sampler.steps=3"]
+
+
 def compose_cfg(tiny_dir: Path, *overrides: str, small: bool = True, family: str = "sana"):
     shrink = shrunk(family) if small else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

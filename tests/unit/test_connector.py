@@ -60,6 +60,22 @@ def test_exactly_one_source():
         Connector.build(in_width=16, out_width=24, layout=build_layout([2]))
 
 
+def test_one_chosen_scale_feeds_the_dit_and_an_absent_one_is_named():
+    c = make(dit_tokens=2)
+    out = c(torch.randn(1, 20, 16))
+    assert torch.equal(c.dit_condition(out), out[2])
+    with pytest.raises(ConfigError, match=r"model.connector.dit_tokens=8: use one of \('all', 'finest', 2, 4\)"):
+        make(dit_tokens=8)
+
+
+def test_released_projection_is_one_linear():
+    c = make(proj_out="linear", out_norm="l2")
+    assert isinstance(c.proj_out, torch.nn.Linear) and c.proj_out.weight.shape == (24, 32)
+    x = torch.randn(1, 20, 16)
+    hidden = c.transformer(inputs_embeds=c.proj_in(x), use_cache=False).last_hidden_state
+    assert torch.allclose(c(x)[4], torch.nn.functional.normalize(c.proj_out(hidden), dim=-1)[:, 4:], atol=1e-6)
+
+
 def test_bad_mode_is_rejected():
     with pytest.raises(ConfigError, match="model.connector.mode='sideways'"):
         make(mode="sideways")

@@ -198,7 +198,8 @@ class WebDataModule(L.LightningDataModule):
             raise ConfigError("data.resolution is not set: give data.resolution=<pixels> or let the trainer take the model's native size.")
         self.transform = DiTTransform(self.resolution, self.buckets, self.bucket_multiple or 32)
         self.specs = parse_sources(self.sources_cfg)
-        folder = checkpoint_dir(self.processor_path, "data.processor_path", "the MLLM checkpoint (tokenizer + image processor)")
+        # the processor's own loader names what it misses (a released folder has no top-level config.json)
+        folder = checkpoint_dir(self.processor_path, "data.processor_path", "the MLLM checkpoint (tokenizer + image processor)", must_contain="")
         processor = self.processor_factory(folder)
         self.dataset = MixtureDataset(
             self.specs, processor, self.transform, self.batch_size, self.seed, self.resampled, self.max_pixels, self.recon_prompt

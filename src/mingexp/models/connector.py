@@ -4,7 +4,7 @@ A bidirectional (non-causal) transformer of the Qwen2 architecture between two p
 released Ming-Lite-Uni code and MetaQueries::
 
     H_q (B, N, d_mllm) --proj_in--> (B, N, H_c) --Qwen2 stack, no causal mask--> (B, N, H_c)
-        --proj_out (Linear-GELU-Linear)--> (B, N, C_cap) --out_norm--> caption tokens
+        --proj_out (Linear-GELU-Linear, or one Linear as released)--> (B, N, C_cap) --out_norm--> caption tokens
 
 ``C_cap`` is the denoiser's condition width (SANA's ``caption_channels``, SD3's ``joint_attention_dim``; read
 from the loaded denoiser, never restated). The stack is built from
@@ -26,7 +26,7 @@ starts at unit scale, so the DiT's cross-attention learns from it at the rate it
 ``mode``: ``joint`` runs all scales as one sequence (tokens of different scales attend to each other);
 ``per_scale`` runs each scale on its own (the released code). ``dit_tokens``: ``all`` feeds every scale's
 tokens to the DiT (Σ s² tokens, one diffusion pass); ``finest`` only the largest scale's (what the
-released code keeps after running one pass per scale).
+released code keeps after running one pass per scale); a scale (e.g. ``8``) only that scale's.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ from mingexp.models.queries import QueryLayout
 
 CONNECTOR_MODES = ("joint", "per_scale")
 IN_NORMS = ("none", "standardize")
-DIT_TOKENS = ("all", "finest")
+DIT_TOKENS = ("all", "finest")  # or one of the scales
 OUT_NORMS = ("rms", "l2", "none")
+PROJ_OUTS = ("mlp", "linear")
 
 
 class NoInputNorm(nn.Module):
@@ -124,10 +125,11 @@ class Connector(nn.Module):
         out_norm: str = "rms",
         in_norm: str = "none",
         in_norm_momentum: float = 0.01,
+        proj_out: str = "mlp",
     ) -> None:
         super().__init__()
-        for key, value, allowed in (("mode", mode, CONNECTOR_MODES), ("dit_tokens", dit_tokens, DIT_TOKENS), ("out_norm", out_norm, OUT_NORMS),
-                                    ("in_norm", in_norm, IN_NORMS)):
+        for key, value, allowed in (("mode", mode, CONNECTOR_MODES), ("dit_tokens", dit_tokens, DIT_TOKENS + layout.scales),
+                                    ("out_norm", out_norm, OUT_NORMS), ("in_norm", in_norm, IN_NORMS), ("proj_out", proj_out, PROJ_OUTS)):
             if value not in allowed:
                 raise ConfigError(f"model.connector.{key}={value!r}: use one of {allowed}.")
         self.mode, self.dit_tokens, self.layout = mode, dit_tokens, layout
@@ -136,7 +138,10 @@ class Connector(nn.Module):
         self.in_norm = RunningStandardize(positions, in_width, in_norm_momentum) if in_norm == "standardize" else NoInputNorm()
         self.proj_in = nn.Linear(in_width, hidden)
         self.transformer = _bidirectional(transformer)
-        self.proj_out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out_width))
+        if proj_out == "mlp":
+            self.proj_out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out_width))
+        else:  # the released Linear(H_c → 3584)
+            self.proj_out = nn.Linear(hidden, out_width)
         self.out_norm = {"rms": lambda: nn.RMSNorm(out_width, eps=1e-6), "l2": L2Norm, "none": nn.Identity}[out_norm]()
         self.in_width, self.out_width = int(in_width), int(out_width)
 
@@ -154,6 +159,7 @@ class Connector(nn.Module):
         out_norm: str = "rms",
         in_norm: str = "none",
         in_norm_momentum: float = 0.01,
+        proj_out: str = "mlp",
         gradient_checkpointing: bool = False,
         attn_implementation: str = "sdpa",
     ) -> "Connector":
@@ -175,7 +181,7 @@ class Connector(nn.Module):
         if gradient_checkpointing:
             transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return cls(in_width, out_width, transformer, layout, mode=mode, dit_tokens=dit_tokens, out_norm=out_norm, in_norm=in_norm,
-                   in_norm_momentum=in_norm_momentum)
+                   in_norm_momentum=in_norm_momentum, proj_out=proj_out)
 
     @property
     def hidden_size(self) -> int:
@@ -184,7 +190,9 @@ class Connector(nn.Module):
     @property
     def scales_out(self) -> tuple[int, ...]:
         """Scales whose tokens reach the DiT."""
-        return self.layout.scales if self.dit_tokens == "all" else (max(self.layout.scales),)
+        if self.dit_tokens == "all":
+            return self.layout.scales
+        return (max(self.layout.scales),) if self.dit_tokens == "finest" else (int(self.dit_tokens),)
 
     # ------------------------------------------------------------------ forward
     def _stack(self, x: torch.Tensor) -> torch.Tensor:

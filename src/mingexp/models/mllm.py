@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_dir
-from mingexp.models.processor import VISION_END, VISION_START, MLLMInputs, MLLMProcessor
+from mingexp.models.processor import MLLMInputs, MLLMProcessor
 from mingexp.utils import resolve_dtype
 
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
@@ -131,8 +131,9 @@ class FrozenMLLM(nn.Module):
         return self.backbone.get_input_embeddings()(ids).detach().float().cpu()
 
     def boundary_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The MLLM's own image-boundary embeddings (``<|vision_start|>``, ``<|vision_end|>``), each (D,)."""
-        e = self.token_embeddings([VISION_START, VISION_END])
+        """The MLLM's own image-boundary embeddings (``<|vision_start|>``, ``<|vision_end|>``; the release's
+        ``<image>``, ``</image>``: the processor's), each (D,)."""
+        e = self.token_embeddings([self.processor.image_start, self.processor.image_end])
         return e[0], e[1]
 
     def mean_embedding_norm(self) -> float:

@@ -87,7 +87,16 @@ class MLLMInputs:
 
 
 class MLLMProcessor:
-    """Tokenizer + image processor + chat template of one MLLM checkpoint (Qwen2-VL / Qwen2.5-VL family)."""
+    """Tokenizer + image processor + chat template of one MLLM checkpoint (Qwen2-VL / Qwen2.5-VL family).
+
+    Class attributes (a checkpoint family with other conventions is a subclass, e.g. the released
+    Ming-Lite-Uni's :class:`~mingexp.models.release.processor.ReleasedProcessor`):
+        image_pad / image_start / image_end: the tokens of one image block, ``start pad×n end``.
+    """
+
+    image_pad: str = IMAGE_PAD
+    image_start: str = VISION_START
+    image_end: str = VISION_END
 
     def __init__(
         self,
@@ -105,18 +114,22 @@ class MLLMProcessor:
         self.system_prompt = system_prompt
         self.image_size = image_size
         self.merge_size = int(getattr(image_processor, "merge_size", 2))
+        self.check_tokenizer(tokenizer)
+        self.image_pad_id = tokenizer.get_vocab()[self.image_pad]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.end_of_turn = "<|im_end|>"
+
+    def check_tokenizer(self, tokenizer) -> None:
+        """The tokenizer must know the image-block tokens and (for the chat format) carry a chat template."""
         if tokenizer.chat_template is None:
             raise ConfigError(
                 "the MLLM tokenizer has no chat template: the checkpoint folder needs chat_template.jinja "
                 "(or chat_template.json / a chat_template entry in tokenizer_config.json)."
             )
         vocab = tokenizer.get_vocab()
-        missing = [t for t in (IMAGE_PAD, VISION_START, VISION_END) if t not in vocab]
+        missing = [t for t in (self.image_pad, self.image_start, self.image_end) if t not in vocab]
         if missing:
             raise ConfigError(f"the MLLM tokenizer lacks the Qwen-VL special tokens {missing}; is model.mllm.path a Qwen2(.5)-VL checkpoint?")
-        self.image_pad_id = vocab[IMAGE_PAD]
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.end_of_turn = "<|im_end|>"
 
     @classmethod
     def from_pretrained(
@@ -150,10 +163,25 @@ class MLLMProcessor:
                 f"the prompt has {n_markers} {IMAGE_MARKER} placeholder(s) but {num_images} image(s) were given: "
                 f"pass one image per {IMAGE_MARKER}, or no marker at all to put the images before the text."
             )
-        if IMAGE_PAD in prompt or VISION_START in prompt:
-            raise ValueError(f"the prompt contains the reserved token {IMAGE_PAD} / {VISION_START}; write {IMAGE_MARKER} instead.")
+        reserved = [t for t in (self.image_pad, self.image_start, self.image_end) if t != IMAGE_MARKER]
+        if any(t in part for part in prompt.split(IMAGE_MARKER) for t in reserved):
+            raise ValueError(f"the prompt contains a reserved token of {reserved}; write {IMAGE_MARKER} where an image goes instead.")
+        content = self.content(prompt, num_images)
+        if (prompt_format or self.prompt_format) == "plain":
+            # A start token keeps even the empty (null-condition) prompt one position long.
+            return PLAIN_START + "".join(self.image_block if c["type"] == "image" else c["text"] for c in content)
+        return self.chat_string(content)
+
+    @property
+    def image_block(self) -> str:
+        """One image's tokens before expansion: start, one pad (expanded to the image's n tokens), end."""
+        return f"{self.image_start}{self.image_pad}{self.image_end}"
+
+    def content(self, prompt: str, num_images: int) -> list[dict]:
+        """The user turn as chat-template items: text pieces and images, images where the prompt says
+        ``<image>`` (else before the text)."""
         content: list[dict] = []
-        if n_markers:
+        if prompt.count(IMAGE_MARKER):
             parts = prompt.split(IMAGE_MARKER)
             for i, part in enumerate(parts):
                 if part:
@@ -163,10 +191,10 @@ class MLLMProcessor:
         else:
             content += [{"type": "image"}] * num_images
             content.append({"type": "text", "text": prompt})
-        if (prompt_format or self.prompt_format) == "plain":
-            # A start token keeps even the empty (null-condition) prompt one position long.
-            block = f"{VISION_START}{IMAGE_PAD}{VISION_END}"
-            return PLAIN_START + "".join(block if c["type"] == "image" else c["text"] for c in content)
+        return content
+
+    def chat_string(self, content: list[dict]) -> str:
+        """The chat format of one user turn ending in the assistant prefix: the checkpoint's own chat template."""
         messages = []
         if self.system_prompt:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})

@@ -7,7 +7,8 @@ The tests and the toy world load these through exactly the code that loads the 7
   template and a ``Qwen2VLImageProcessor`` config;
 * ``connector/``: a ``Qwen2ForCausalLM`` (the format of Qwen2.5-0.5B);
 * ``sana/transformer``: a diffusers ``SanaTransformer2DModel``; ``sana/vae``: a diffusers ``AutoencoderDC``;
-* ``sd3/transformer``: a diffusers ``SD3Transformer2DModel`` (MMDiT); ``sd3/vae``: a diffusers ``AutoencoderKL``.
+* ``sd3/transformer``: a diffusers ``SD3Transformer2DModel`` (MMDiT); ``sd3/vae``: a diffusers ``AutoencoderKL``;
+* ``release/``: the released Ming-Lite-Uni's folder layout at tiny widths (:func:`write_tiny_release`).
 
 Usage: ``python -m mingexp.models.tiny OUT_DIR`` (or the functions below).
 """
@@ -15,6 +16,7 @@ Usage: ``python -m mingexp.models.tiny OUT_DIR`` (or the functions below).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -327,20 +329,79 @@ def write_tiny_mask2former(out: str | Path, num_labels: int = 80, seed: int = 0)
     return out
 
 
+def write_tiny_release(out: str | Path, hidden_size: int = 128, vision_out: int = 256, connector_hidden: int = 32, head_hidden: int = 64,
+                       scales: tuple[int, ...] = (4, 8, 16), seed: int = 0) -> Path:
+    """A tiny checkpoint in the released Ming-Lite-Uni layout (``mingexp.models.release``): same folder, file and key
+    names, the same token protocol, tiny widths.
+
+    The LM keeps the release's head_dim of 128 (one head of width 128), so upstream's hard-coded M-RoPE split
+    (16, 24, 24) applies as it is; the vision merger outputs ``vision_out`` (the release: 8192, wider than the
+    LM) and the projector maps it down; the query tokens and the caption MLP have the released shapes at these
+    widths; ``scheduler/`` is the shipped DPM-solver config (flow sigmas, flow_shift 3).
+    """
+    from diffusers import DPMSolverMultistepScheduler
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    out = Path(out)
+    g = torch.Generator().manual_seed(seed)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2,
+                  window_size=32, fullatt_block_indexes=[1], out_hidden_size=vision_out, in_channels=3, hidden_act="silu", tokens_per_second=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # qwen2_5_vit/: the weights under the library's names, the config as upstream's class writes it
+        Qwen2_5_VisionTransformerPretrainedModel(Qwen2_5_VLVisionConfig(**vision)).save_pretrained(str(out / "qwen2_5_vit"))
+        (out / "qwen2_5_vit" / "config.json").write_text(json.dumps({**vision, "model_type": "qwen2_5_vit",
+                                                                      "architectures": ["Qwen2_5_VisionTransformer"]}, indent=1))
+        # qwen2_5_llm/: the base tokenizer (the release's tokens are added at load time) + a Qwen2 causal LM
+        tok = write_tiny_tokenizer(out / "qwen2_5_llm")
+        vocab = len(tok) + 64  # room for the 34 protocol tokens, as Qwen2.5's 152064 rows leave room
+        Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=2,
+                                     num_attention_heads=1, num_key_value_heads=1, tie_word_embeddings=False, rope_theta=1_000_000.0,
+                                     bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(str(out / "qwen2_5_llm"))
+        write_tiny_qwen2(out / "connector", hidden_size=connector_hidden, seed=seed)
+        # SANA's 16×16 latent grid, as the release's at 512 px (here 32 px through the tiny DC-AE)
+        _write_decoder(out, "SanaTransformer2DModel", {**TINY_SANA, "sample_size": 16}, "AutoencoderDC", TINY_DCAE, seed)
+    DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction").save_pretrained(str(out / "scheduler"))
+
+    # mlp/model.safetensors: the glue, under the released key names (mingexp.models.release.weights)
+    def linear(name: str, n_in: int, n_out: int) -> dict[str, torch.Tensor]:
+        return {f"{name}.weight": torch.randn(n_out, n_in, generator=g) / n_in**0.5, f"{name}.bias": torch.randn(n_out, generator=g) * 0.02}
+
+    def unit_rows(n: int) -> torch.Tensor:
+        x = torch.randn(n, hidden_size, generator=g)
+        return x / x.norm(dim=-1, keepdim=True)
+
+    caption = TINY_SANA["caption_channels"]
+    glue = {**linear("linear_proj.0", vision_out, hidden_size), **linear("linear_proj.2", hidden_size, hidden_size),
+            **linear("proj_in", hidden_size, connector_hidden), **linear("proj_out", connector_hidden, hidden_size),
+            **{f"query_tokens_dict.{s}x{s}": unit_rows(s * s) for s in scales},
+            **linear("mlp.fc1", hidden_size, head_hidden), **linear("mlp.fc2", head_hidden, caption)}
+    for name, width in (("mlp.layer_norm1", head_hidden), ("mlp.layer_norm2", caption)):
+        glue |= {f"{name}.weight": 1 + 0.1 * torch.randn(width, generator=g), f"{name}.bias": 0.1 * torch.randn(width, generator=g)}
+    (out / "mlp").mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in glue.items()}, str(out / "mlp" / "model.safetensors"))
+    return out
+
+
 def write_all(out: str | Path) -> dict[str, Path]:
-    """Every tiny checkpoint under ``out``: ``mllm/``, ``connector/``, ``sana/{transformer,vae}``, ``sd3/{transformer,vae}``."""
+    """Every tiny checkpoint under ``out``: ``mllm/``, ``connector/``, ``sana/{transformer,vae}``, ``sd3/{transformer,vae}``,
+    ``release/`` (the released Ming-Lite-Uni's layout)."""
     out = Path(out)
     return {
         "mllm": write_tiny_mllm(out / "mllm"),
         "connector": write_tiny_qwen2(out / "connector"),
         "sana": write_tiny_sana(out / "sana"),
         "sd3": write_tiny_sd3(out / "sd3"),
+        "release": write_tiny_release(out / "release"),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder to write mllm/, connector/, sana/ and sd3/ into")
+    parser.add_argument("out", type=Path, help="folder to write mllm/, connector/, sana/, sd3/ and release/ into")
     args = parser.parse_args(argv)
     for name, path in write_all(args.out).items():
         print(f"{name}: {path}")

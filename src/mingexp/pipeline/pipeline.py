@@ -21,6 +21,7 @@ only), rebuilds the model with the same ``build_model`` as training, then loads 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -34,7 +35,7 @@ from safetensors.torch import load_file
 from mingexp.models.denoisers.base import LORA_FOLDER
 from mingexp.models.generation import generate, seed_range
 from mingexp.models.lora import has_lora, load_adapter_state_dict
-from mingexp.models.unified import UnifiedModel
+from mingexp.models.unified import UnifiedModel, build_model
 from mingexp.pipeline.images import InputError, check_text, load_image
 from mingexp.untrusted import trusted_model_config
 from mingexp.utils import resolve_dtype, save_tensors
@@ -42,6 +43,14 @@ from mingexp.utils import resolve_dtype, save_tensors
 FORMAT = "mingexp-pipeline"
 FORMAT_VERSION = 2  # 2: the denoiser behind its adapter (models/denoisers), parts as Hydra partials, the processor node
 INDEX = "mingexp_pipeline.json"
+
+
+def export_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The model config an export rebuilds from: ``build_model`` on the parts' sections, whatever builder first
+    assembled the model (``build_released`` also loaded a released folder's glue weights, which the export holds)."""
+    params = inspect.signature(build_model).parameters
+    kept = {k: copy.deepcopy(v) for k, v in config.items() if k in params or k == "_convert_"}
+    return {"_target_": f"{build_model.__module__}.{build_model.__qualname__}", **kept}
 
 
 class MingUniPipeline:
@@ -79,7 +88,7 @@ class MingUniPipeline:
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        m, cfg = self.model, copy.deepcopy(self.config)
+        m, cfg = self.model, export_model_config(self.config)
         merged = lora == "merged" and has_lora(m)
         # 1. trainable parts as safetensors; the connector with its Qwen2 config (LoRA folded in when merged)
         save_tensors(m.queries.state_dict(), out / "queries.safetensors")

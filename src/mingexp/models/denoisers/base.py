@@ -69,6 +69,16 @@ class Denoiser(nn.Module):
         """From ``model.dit.path`` (+ ``subfolder``: a diffusers folder) or ``model.dit.config`` (the library
         class's kwargs), exactly one. A folder written by :meth:`save_pretrained` also restores the adapter's
         own weights."""
+        transformer, folder = cls.load_library(path, subfolder, config, gradient_checkpointing)
+        denoiser = cls(transformer)
+        if folder is not None and (folder / ADAPTER_WEIGHTS).is_file():
+            denoiser.load_adapter_state(load_file(str(folder / ADAPTER_WEIGHTS)))
+        return denoiser
+
+    @classmethod
+    def load_library(cls, path: str | Path | None, subfolder: str | None, config: Mapping[str, Any] | None,
+                     gradient_checkpointing: bool) -> tuple[nn.Module, Path | None]:
+        """The library model (from its folder, or built from kwargs) and the folder it came from (None when built)."""
         import diffusers
 
         library = getattr(diffusers, cls.library_class)
@@ -83,10 +93,7 @@ class Denoiser(nn.Module):
             transformer = library(**dict(config))
         if gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        denoiser = cls(transformer)
-        if folder is not None and (folder / ADAPTER_WEIGHTS).is_file():
-            denoiser.load_adapter_state(load_file(str(folder / ADAPTER_WEIGHTS)))
-        return denoiser
+        return transformer, folder
 
     # --------------------------------------------------------------- geometry
     @property

@@ -1,0 +1,113 @@
+"""``mlp/model.safetensors`` of the released folder: every key, where it lands, and the strict load.
+
+Upstream loads this file non-strictly, piece by piece (``MingUniInference.load_from_huggingface`` and
+``sana_loss.SanaModel_withMLP``), so a missing or misnamed key goes unnoticed. Here every key has one place
+in the :class:`~mingexp.models.unified.UnifiedModel` (:func:`key_map`), a key the table does not know is
+refused by name, a key the model needs but the file lacks is named, and a shape that differs names both::
+
+    linear_proj.{0,2}.*           [3584, 8192], [3584, 3584]  mllm …visual.projector.{0,2}.*   (vision projector, GELU between)
+    proj_in.*                     [896, 3584]                 connector.proj_in.*
+    proj_out.*                    [3584, 896]                 connector.proj_out.*              (one Linear, then L2 norm)
+    query_tokens_dict.{s}x{s}     [s², 3584], s = 4, 8, 16    queries.queries.{k}               (k: the scale's index)
+    mlp.{fc1,layer_norm1,fc2,layer_norm2}.*  3584 → 2048 → 2304  dit.mlp.*                       (into SANA's caption projection)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from mingexp.errors import ConfigError
+from mingexp.models.unified import UnifiedModel, build_model
+
+MLP_FILE = "mlp/model.safetensors"
+# The released folder's parts and what each holds (named when one is missing).
+PARTS = {
+    "qwen2_5_vit": "the Qwen2.5 vision transformer",
+    "qwen2_5_llm": "the tokenizer and the Qwen2 language model",
+    "connector": "the connector's Qwen2 stack",
+    "mlp": "mlp/model.safetensors (projector, queries, connector projections, the MLP into SANA)",
+    "transformer": "the SANA transformer",
+    "vae": "the DC-AE",
+}
+DOWNLOAD = "huggingface-cli download inclusionAI/Ming-Lite-Uni --local-dir <folder>"
+VISION_PROJECTOR = "mllm.model.model.visual.projector"  # FrozenMLLM → Qwen2.5-VL model → its vision tower (release/mllm.py)
+HEAD_LAYERS = ("fc1", "layer_norm1", "fc2", "layer_norm2")
+
+
+def release_part(path: str | Path, part: str, key: str = "model.path") -> Path:
+    """``<path>/<part>`` of a released folder, or an error naming the sub-folder it needs."""
+    folder = Path(str(path)).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{key}={path}: no such folder. Download the release: {DOWNLOAD}.")
+    target = folder / (MLP_FILE if part == "mlp" else part)
+    if not target.exists():
+        raise ConfigError(f"{key}={path} has no {target.relative_to(folder)} ({PARTS[part]}): it is not the released "
+                          f"Ming-Lite-Uni folder, or the download is incomplete ({DOWNLOAD}).")
+    return target
+
+
+def key_map(scales: Sequence[int]) -> dict[str, str]:
+    """Every key of ``mlp/model.safetensors`` → the model's parameter it fills (module docstring)."""
+    keys = {f"linear_proj.{i}.{p}": f"{VISION_PROJECTOR}.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    keys |= {f"{proj}.{p}": f"connector.{proj}.{p}" for proj in ("proj_in", "proj_out") for p in ("weight", "bias")}
+    keys |= {f"query_tokens_dict.{s}x{s}": f"queries.queries.{k}" for k, s in enumerate(scales)}
+    keys |= {f"mlp.{layer}.{p}": f"dit.mlp.{layer}.{p}" for layer in HEAD_LAYERS for p in ("weight", "bias")}
+    return keys
+
+
+def read_group(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``mlp/model.safetensors`` under ``prefix`` (stripped), e.g. ``linear_proj.`` for the MLLM."""
+    file = release_part(path, "mlp")
+    return {k.removeprefix(prefix): v for k, v in load_file(str(file)).items() if k.startswith(prefix)}
+
+
+def group_shape(path: str | Path, key: str) -> list[int]:
+    """The shape of one tensor of ``mlp/model.safetensors``, read without loading the file."""
+    file = release_part(path, "mlp")
+    with safe_open(str(file), framework="pt") as f:
+        if key not in f.keys():
+            raise ConfigError(f"{file}: no {key}; the released file has it (re-download the release: {DOWNLOAD}).")
+        return list(f.get_slice(key).get_shape())
+
+
+def released_state(path: str | Path, model: torch.nn.Module, scales: Sequence[int]) -> dict[str, torch.Tensor]:
+    """``mlp/model.safetensors`` renamed to ``model``'s keys, after checking names and shapes both ways."""
+    file = release_part(path, "mlp")
+    released = load_file(str(file))
+    table = key_map(scales)
+    unknown = sorted(set(released) - set(table))
+    missing = sorted(set(table) - set(released))
+    if unknown or missing:
+        raise ConfigError(f"{file}: " + "; ".join(filter(None, [
+            f"unknown key(s) {unknown} (no part of the model takes them)" if unknown else "",
+            f"missing key(s) {missing}" if missing else "",
+        ])) + f". The released file holds exactly {sorted(table)} for model.queries.scales={list(scales)}.")
+    own = model.state_dict()
+    absent = sorted(v for v in table.values() if v not in own)
+    if absent:
+        raise ConfigError(f"{file}: the model has no {absent}; build it with the release preset (model=ming_lite_uni_release).")
+    wrong = [f"{k} is {list(released[k].shape)} but {v} is {list(own[v].shape)}" for k, v in table.items() if released[k].shape != own[v].shape]
+    if wrong:
+        raise ConfigError(f"{file}: shapes differ: {'; '.join(wrong)}. Point model.path and the parts at one release.")
+    return {v: released[k] for k, v in table.items()}
+
+
+def build_released(path: str, **parts: Any) -> UnifiedModel:
+    """``build_model`` on the released parts, then every key of ``mlp/model.safetensors`` loaded into its place.
+
+    ``path``: the released folder (``model.path``); the parts' configs point into it. The MLLM's projector and
+    the denoiser's head already read their keys when they were built (each part stands alone, e.g. in an export
+    that references this MLLM); loading them again here is what checks that the whole file is consumed.
+    """
+    model = build_model(**parts)
+    state = released_state(path, model, model.queries.scales)
+    with torch.no_grad():
+        own = model.state_dict()
+        for key, value in state.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return model
