@@ -2,6 +2,7 @@
 #   make test       fast test suite (what CI runs)
 #   make test-full  every test, the slow ones too
 #   make train      the main job: the toy world, trained end to end on this machine
+#   make demo       the trained toy model in the browser (after make train)
 #   make bench      the benchmark scripts (ratios against a baseline measured in the same run)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU wheel here, the CUDA build on a GPU cluster: same line, see README.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-full bench train tiny lock clean
+.PHONY: install test test-full bench train demo tiny lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +40,13 @@ train: $(STAMP)
 	test -f .cache/toy/mllm/config.json || $(BIN)/python -m mingexp.train +experiment=toy_mllm
 	$(BIN)/python -m mingexp.train
 
-# Writes the tiny real checkpoints (Qwen2.5-VL, Qwen2, SANA, DC-AE) the toy preset loads.
+# The web demo of the newest run `make train` wrote (python -m mingexp.demo; http://127.0.0.1:7860).
+demo: $(STAMP)
+	@ckpt=$$(ls -t outputs/train/runs/*/checkpoints/last.ckpt 2>/dev/null | head -1); \
+	test -n "$$ckpt" || { echo "make demo: no trained run under outputs/train/runs: run make train first"; exit 1; }; \
+	$(BIN)/python -m mingexp.demo model=$$ckpt
+
+# Writes the tiny real checkpoints (Qwen2.5-VL, Qwen2, SANA, DC-AE, the released layout) the toy preset and tests load.
 tiny: $(STAMP)
 	$(BIN)/python -m mingexp.models.tiny .cache/toy
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 import webdataset as wds
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONF_DIR, shrunk
+from tests.conftest import CONF_DIR, compose_cfg, shrunk
 from tests.data.helpers import jpg, png
 
 WORLD = {"t2i": 64, "edit": 24, "edit_chains": 6, "style": 12, "vqa": 48, "textqa": 16, "heldout": 4}
@@ -96,3 +97,22 @@ def compose_train(tiny_dir: Path, world: Path, out: Path, *overrides: str, fast:
     ] if fast else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[*base, *extra, *overrides])
+
+
+def free_port() -> int:
+    """A free local TCP port (the demo's page in the tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pipe(tiny_dir):
+    """The shrunk toy model as a pipeline (untrained: the demo's tests check plumbing, not pictures)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from mingexp.pipeline.pipeline import MingUniPipeline
+
+    cfg = compose_cfg(tiny_dir)
+    return MingUniPipeline(instantiate(cfg.model), OmegaConf.to_container(cfg.model, resolve=True))

@@ -58,6 +58,7 @@ class FlowSampler:
         guidance_scale: float | None = None,
         image_cond: torch.Tensor | None = None,
         image_guidance_scale: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Denoise from pure noise.
 
@@ -69,6 +70,7 @@ class FlowSampler:
             generator: one generator, or one per image (per-image seeds give batch-independent samples).
             image_cond / image_guidance_scale: (B, T, C_cap) the condition without the instruction, and w_I
                 (three-branch guidance; both or neither).
+            progress: called as ``progress(k, steps)`` after step k (a progress bar).
         """
         steps = self.steps if steps is None else int(steps)
         w = self.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -86,7 +88,7 @@ class FlowSampler:
             c_in = torch.cat([null_cond.expand_as(cond), cond])
         sched = self.scheduler()
         sched.set_timesteps(steps, device=cond.device)
-        for t, sigma in zip(sched.timesteps, sched.sigmas):  # sigmas has one more entry (the final 0)
+        for k, (t, sigma) in enumerate(zip(sched.timesteps, sched.sigmas), start=1):  # sigmas has one more entry (the final 0)
             if three:
                 v_u, v_i, v_c = denoise(torch.cat([x, x, x]), c_in, sigma.expand(3 * x.shape[0])).chunk(3)
                 v = v_u + w_i * (v_i - v_u) + w * (v_c - v_i)
@@ -96,4 +98,6 @@ class FlowSampler:
             else:
                 v = denoise(x, cond, sigma.expand(x.shape[0]))
             x = sched.step(v, t, x).prev_sample
+            if progress is not None:
+                progress(k, steps)
         return x

@@ -9,7 +9,7 @@ its noise does not depend on the batch it is computed in.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -36,6 +36,7 @@ def generate(
     height: int | None = None,
     width: int | None = None,
     null: torch.Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Image.Image]:
     """One image per (prompt, seed[, input images]).
 
@@ -47,6 +48,7 @@ def generate(
             empty instruction as a third branch); None = guidance on the instruction + image condition.
         height / width: pixels; None = the model's native size.
         null: precomputed null tokens (1, T, C_cap), e.g. a pipeline's cached ones.
+        progress: ``progress(done, total)`` after every sampler step, counted over all batches.
     """
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per image.")
@@ -55,13 +57,15 @@ def generate(
     h, w = int(height or size), int(width or size)
     proc = model.mllm.processor
     out: list[Image.Image] = []
-    for start in range(0, len(prompts), batch_size):
+    per_batch, batches = int(steps or model.sampler.steps), -(-len(prompts) // batch_size)
+    for b, start in enumerate(range(0, len(prompts), batch_size)):
+        step = None if progress is None else (lambda k, n, b=b: progress(b * per_batch + k, batches * per_batch))
         sl = slice(start, start + batch_size)
         batch_images = [list(x) for x in images[sl]]
         inputs = proc(list(prompts[sl]), batch_images).to(model.device)
         image_only = proc([""] * len(batch_images), batch_images).to(model.device) if image_guidance_scale is not None else None
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds[sl]]
         x = model.sample(inputs, h, w, steps=steps, guidance_scale=guidance_scale, generator=gens, image_inputs=image_only,
-                         image_guidance_scale=image_guidance_scale, null=null)
+                         image_guidance_scale=image_guidance_scale, null=null, progress=step)
         out += [to_pil(im) for im in x]
     return out

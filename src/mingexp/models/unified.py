@@ -216,12 +216,14 @@ class UnifiedModel(nn.Module):
         image_inputs: MLLMInputs | None = None,
         image_guidance_scale: float | None = None,
         null: torch.Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Images (B, 3, height, width) in [0, 1] for tokenised prompts: one diffusion pass per image.
 
         ``image_inputs`` (the same images with an empty instruction) + ``image_guidance_scale`` turn on
         three-branch guidance for editing (see :class:`~mingexp.diffusion.sampler.FlowSampler`). ``null``:
-        precomputed null tokens (1, T, C_cap) (an inference pipeline computes them once, not per call).
+        precomputed null tokens (1, T, C_cap) (an inference pipeline computes them once, not per call). ``progress``:
+        ``progress(step, steps)`` after each sampler step.
         Prompts to images with seeds: :func:`mingexp.models.generation.generate`.
         """
         f, m = self.vae.spatial_factor, self.spec().multiple
@@ -236,7 +238,7 @@ class UnifiedModel(nn.Module):
         if image_cond is not None and null is None:
             null = self.null_tokens(cond)
         latents = self.sampler(self.denoise, cond, null, shape, generator=generator, steps=steps, guidance_scale=w,
-                               image_cond=image_cond, image_guidance_scale=image_guidance_scale)
+                               image_cond=image_cond, image_guidance_scale=image_guidance_scale, progress=progress)
         return ((self.vae.decode(latents).float() + 1) / 2).clamp(0, 1)
 
     # ----------------------------------------------------------- understanding

@@ -25,7 +25,7 @@ import inspect
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from hydra.utils import instantiate
@@ -225,18 +225,19 @@ class MingUniPipeline:
 
     # --------------------------------------------------------------- inference
     def generate(self, prompt: str | Sequence[str], num_images: int = 1, steps: int | None = None, guidance_scale: float | None = None,
-                 height: int | None = None, width: int | None = None, seed: int | None = 0, batch_size: int = 16) -> list[Image.Image]:
+                 height: int | None = None, width: int | None = None, seed: int | None = 0, batch_size: int = 16,
+                 progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
         """Text to image: ``num_images`` per prompt, batched; image k of the call uses ``seed + k`` (the seed rule
         of :func:`mingexp.models.generation.generate`: the same seed gives the same image in a training sheet or
-        an evaluation)."""
+        an evaluation). ``progress(done, total)`` follows the sampler's steps."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [check_text(p, "prompt") for p in prompts for _ in range(int(num_images))]
         return generate(self.model, prompts, seed_range(seed or 0, len(prompts)), batch_size=batch_size, steps=steps,
-                        guidance_scale=guidance_scale, height=height, width=width, null=self.null_tokens())
+                        guidance_scale=guidance_scale, height=height, width=width, null=self.null_tokens(), progress=progress)
 
     def edit(self, image, instruction: str, steps: int | None = None, guidance_scale: float | None = None,
              image_guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
-             seed: int | None = 0) -> Image.Image:
+             seed: int | None = 0, progress: Callable[[int, int], None] | None = None) -> Image.Image:
         """Edit ``image`` (path or PIL) by ``instruction``; the source image goes through the MLLM, as in training.
 
         ``image_guidance_scale`` adds InstructPix2Pix-style image guidance (for models trained with the
@@ -245,7 +246,8 @@ class MingUniPipeline:
         source = load_image(image)
         instruction = check_text(instruction, "instruction")
         return generate(self.model, [instruction], [seed or 0], [[source]], steps=steps, guidance_scale=guidance_scale,
-                        image_guidance_scale=image_guidance_scale, height=height, width=width, null=self.null_tokens())[0]
+                        image_guidance_scale=image_guidance_scale, height=height, width=width, null=self.null_tokens(),
+                        progress=progress)[0]
 
     def chat(self, images, question: str, max_new_tokens: int = 64) -> str:
         """Answer ``question`` about ``images`` (one, a list, or None) with the frozen MLLM."""
