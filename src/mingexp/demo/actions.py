@@ -19,7 +19,6 @@ from typing import Callable
 
 from PIL import Image
 
-from mingexp.errors import ConfigError
 from mingexp.pipeline.images import MAX_PIXELS, InputError, check_text, load_image
 from mingexp.pipeline.session import TRANSCRIPT, Session
 
@@ -80,7 +79,7 @@ class Demo:
         """Run a model call; bad input becomes a :class:`DemoError` with the library's message."""
         try:
             return call()
-        except (InputError, ConfigError, ValueError) as e:
+        except ValueError as e:  # InputError, ConfigError and the processor's prompt checks are ValueErrors
             raise DemoError(str(e)) from None
 
     # ----------------------------------------------------------------- requests

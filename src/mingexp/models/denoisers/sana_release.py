@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from mingexp.errors import ConfigError
 from mingexp.models.denoisers.base import ADAPTER_WEIGHTS
 from mingexp.models.denoisers.sana import SanaDenoiser
-from mingexp.models.release.weights import MLP_FILE
+from mingexp.models.release.weights import MLP_FILE, read_prefixed
 
 
 class CaptionMLP(nn.Module):
@@ -58,7 +57,7 @@ class ReleasedSanaDenoiser(SanaDenoiser):
         if source is None or not source.is_file():
             raise ConfigError(f"model.dit.head={head}: the released decoder needs its caption MLP: the release's {MLP_FILE} "
                               f"(or, in an export, transformer/{ADAPTER_WEIGHTS}).")
-        state = {k: v for k, v in load_file(str(source)).items() if k.startswith("mlp.")}
+        state = read_prefixed(source, "mlp.")  # the head's keys only (the release's file also holds the projector, queries, ...)
         if "mlp.fc1.weight" not in state or "mlp.fc2.weight" not in state:
             raise ConfigError(f"{source}: no mlp.fc1 / mlp.fc2 weights; model.dit.head must be the release's {MLP_FILE}.")
         (hidden, width), out = state["mlp.fc1.weight"].shape, state["mlp.fc2.weight"].shape[0]

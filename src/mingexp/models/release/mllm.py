@@ -17,7 +17,6 @@ positions upstream's copy computes (tested against it in tests/unit/test_release
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +27,7 @@ from mingexp.errors import ConfigError
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMProcessor
 from mingexp.models.release.processor import ReleasedProcessor
-from mingexp.models.release.weights import read_group, release_part
+from mingexp.models.release.weights import read_group, release_part, vision_config
 from mingexp.utils import resolve_dtype
 
 RELEASED_MROPE_SECTION = (16, 24, 24)  # hard-coded upstream (Qwen2ForCausalLM.__init__ with use_llm_3drope)
@@ -55,16 +54,6 @@ class ProjectedVision(nn.Module):
         # upstream: image_embeds.float() → linear_proj → F.normalize(dim=-1); normalised in fp32 here
         out.pooler_output = nn.functional.normalize(projected.float(), dim=-1).to(projected.dtype)
         return out
-
-
-def vision_config(folder: Path):
-    """``qwen2_5_vit/config.json`` (upstream's ``qwen2_5_vit`` model type) as transformers' vision config."""
-    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
-
-    raw = json.loads((folder / "config.json").read_text())
-    raw = raw.get("vision_config", raw)
-    fields = set(Qwen2_5_VLVisionConfig().to_dict())
-    return Qwen2_5_VLVisionConfig(**{k: v for k, v in raw.items() if k in fields and k not in ("model_type", "architectures", "transformers_version")})
 
 
 def text_config(lm_config):
@@ -106,9 +95,9 @@ def load_released_mllm(
     proc = processor(Path(str(path)))
     ids = {t: proc.tokenizer.convert_tokens_to_ids(t) for t in (proc.image_pad, proc.image_start, proc.image_end, "<video>", "<|im_end|>")}
     # 1. the three pieces, each with its library loader (safetensors only)
-    vit_folder = release_part(path, "qwen2_5_vit")
     vit = Qwen2_5_VisionTransformerPretrainedModel.from_pretrained(
-        str(vit_folder), config=vision_config(vit_folder), dtype=torch_dtype, attn_implementation=attn_implementation, use_safetensors=True)
+        str(release_part(path, "qwen2_5_vit")), config=vision_config(path), dtype=torch_dtype, attn_implementation=attn_implementation,
+        use_safetensors=True)
     causal = Qwen2ForCausalLM.from_pretrained(str(release_part(path, "qwen2_5_llm")), dtype=torch_dtype, use_safetensors=True,
                                               attn_implementation=attn_implementation)
     width = causal.config.hidden_size

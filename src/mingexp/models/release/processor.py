@@ -17,12 +17,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mingexp.errors import ConfigError
 from mingexp.models.processor import DEFAULT_SYSTEM_PROMPT, IMAGE_MARKER, MLLMProcessor
-from mingexp.models.release.weights import release_part
+from mingexp.models.release.weights import release_part, vision_config
 
 ADDITIONAL_SPECIAL_TOKENS = ("[item]", "<html>", "</html>", "<body>", "</body>", "<table>", "</table>", "<tr>", "</tr>", "<td>",
                              "</td>", "<think>", "</think>", "<answer>", "</answer>")
@@ -61,11 +60,10 @@ class ReleasedProcessor(MLLMProcessor):
 
         tokenizer = AutoTokenizer.from_pretrained(str(release_part(path, "qwen2_5_llm")))
         add_protocol_tokens(tokenizer)
-        vision = json.loads((release_part(path, "qwen2_5_vit") / "config.json").read_text())
-        vision = vision.get("vision_config", vision)
+        vision = vision_config(path)
         image_processor = Qwen2VLImageProcessorPil(
-            patch_size=vision.get("patch_size", 14), merge_size=vision.get("spatial_merge_size", 2),
-            temporal_patch_size=vision.get("temporal_patch_size", 2), min_pixels=image_pixels, max_pixels=image_pixels,
+            patch_size=vision.patch_size, merge_size=vision.spatial_merge_size, temporal_patch_size=vision.temporal_patch_size,
+            min_pixels=image_pixels, max_pixels=image_pixels,
         )
         return cls(tokenizer, image_processor, system_prompt=system_prompt, image_size=image_size, prompt_format=prompt_format)
 

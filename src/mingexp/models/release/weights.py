@@ -1,4 +1,5 @@
-"""``mlp/model.safetensors`` of the released folder: every key, where it lands, and the strict load.
+"""The released folder's parts (:func:`release_part`, :func:`vision_config`) and its ``mlp/model.safetensors``: every
+key, where it lands, and the strict load.
 
 Upstream loads this file non-strictly, piece by piece (``MingUniInference.load_from_huggingface`` and
 ``sana_loss.SanaModel_withMLP``), so a missing or misnamed key goes unnoticed. Here every key has one place
@@ -14,6 +15,7 @@ refused by name, a key the model needs but the file lacks is named, and a shape 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -60,19 +62,26 @@ def key_map(scales: Sequence[int]) -> dict[str, str]:
     return keys
 
 
+def read_prefixed(file: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file whose keys start with ``prefix`` (kept), reading only those."""
+    with safe_open(str(file), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+
+
 def read_group(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     """The tensors of ``mlp/model.safetensors`` under ``prefix`` (stripped), e.g. ``linear_proj.`` for the MLLM."""
-    file = release_part(path, "mlp")
-    return {k.removeprefix(prefix): v for k, v in load_file(str(file)).items() if k.startswith(prefix)}
+    return {k.removeprefix(prefix): v for k, v in read_prefixed(release_part(path, "mlp"), prefix).items()}
 
 
-def group_shape(path: str | Path, key: str) -> list[int]:
-    """The shape of one tensor of ``mlp/model.safetensors``, read without loading the file."""
-    file = release_part(path, "mlp")
-    with safe_open(str(file), framework="pt") as f:
-        if key not in f.keys():
-            raise ConfigError(f"{file}: no {key}; the released file has it (re-download the release: {DOWNLOAD}).")
-        return list(f.get_slice(key).get_shape())
+def vision_config(path: str | Path):
+    """``qwen2_5_vit/config.json`` (upstream's ``qwen2_5_vit`` model type; a ``vision_config`` nesting accepted) as
+    transformers' Qwen2.5-VL vision config: read by the MLLM (the tower) and the processor (patch geometry)."""
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+
+    raw = json.loads((release_part(path, "qwen2_5_vit") / "config.json").read_text())
+    raw = raw.get("vision_config", raw)
+    fields = set(Qwen2_5_VLVisionConfig().to_dict()) - {"model_type", "architectures", "transformers_version"}
+    return Qwen2_5_VLVisionConfig(**{k: v for k, v in raw.items() if k in fields})
 
 
 def released_state(path: str | Path, model: torch.nn.Module, scales: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -105,9 +114,5 @@ def build_released(path: str, **parts: Any) -> UnifiedModel:
     that references this MLLM); loading them again here is what checks that the whole file is consumed.
     """
     model = build_model(**parts)
-    state = released_state(path, model, model.queries.scales)
-    with torch.no_grad():
-        own = model.state_dict()
-        for key, value in state.items():
-            own[key].copy_(value.to(own[key].dtype))
+    model.load_state_dict(released_state(path, model, model.queries.scales), strict=False)  # names and shapes checked there
     return model
