@@ -26,6 +26,7 @@ SPEC = {
     "device": (str, "cpu"),
     "dtype": (str, None),
     "mllm_path": (str, None),
+    "max_prompt_tokens": (int, None),  # default: what the MLLM's positions leave (MingUniPipeline.prompt_cap)
     # loader flags: yours to give, never taken from the folder (mingexp.untrusted)
     "trust_remote_code": (boolean, False),
     "attn_implementation": (str, "sdpa"),
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     try:
         pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"],
                                                trust_remote_code=args["trust_remote_code"], attn_implementation=args["attn_implementation"])
+        pipe.max_prompt_tokens = args["max_prompt_tokens"]
     except (InputError, ConfigError) as e:
         raise SystemExit(f"chat: {e}") from None
     out = Path(args["out"] or f"outputs/chat/{time.strftime('%Y-%m-%d_%H-%M-%S')}")

@@ -26,6 +26,7 @@ SPEC = {
     "device": (str, "cpu"),
     "dtype": (str, None),
     "mllm_path": (str, None),
+    "max_prompt_tokens": (int, None),  # default: what the MLLM's positions leave (MingUniPipeline.prompt_cap)
     "compile": (boolean, False),
     # loader flags: yours to give, never taken from the folder (mingexp.untrusted)
     "trust_remote_code": (boolean, False),
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     try:
         pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"],
                                                trust_remote_code=args["trust_remote_code"], attn_implementation=args["attn_implementation"])
+        pipe.max_prompt_tokens = args["max_prompt_tokens"]
         if args["compile"]:
             pipe.compile()
         common = dict(steps=args["steps"], guidance_scale=args["guidance_scale"], seed=args["seed"])

@@ -83,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # finished, else resumed from its folder's newest checkpoint
     resume.check_same_job(output_dir, resume.job_overrides())
     if cfg.get("resume_sweep"):
+        resume.check_no_links(output_dir)
         done = resume.finished_result(output_dir)
         if done is not None:
             print(f"[mingexp] resume_sweep: {output_dir} finished before; skipped.", flush=True)

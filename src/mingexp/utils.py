@@ -28,13 +28,6 @@ def resolve_dtype(name: str | torch.dtype, key: str = "dtype") -> torch.dtype:
         raise ConfigError(f"{key}={name!r} is not a dtype; use one of {sorted(_DTYPES)}.") from None
 
 
-def save_tensors(state: dict[str, torch.Tensor], path) -> None:
-    """A state dict as safetensors (detached, contiguous, on the CPU: what ``save_file`` needs)."""
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
-
-
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with alpha composited on white and palettes expanded; an RGB image is returned as is."""
     if image.mode == "RGB":

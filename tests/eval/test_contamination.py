@@ -136,3 +136,72 @@ def test_official_prompts_planted_in_img2dataset_shards(tmp_path):
     _write_fixture(tmp_path / "data", clean * 5 + captions)
     report = C.main([str(tmp_path / "data"), "--metadata", str(official_file())])
     assert report["exact"]["captions"] == 10 and report["normalised"]["captions"] == 10 and report["prompts_hit"] == 20
+
+
+# ------------------------------------------------------------------------------ hostile inputs (issue 32)
+def _peak_mib(call) -> tuple[object, float]:
+    """``call()``'s result and the peak of Python's allocations during it, in MiB (tracemalloc traces every bytes
+    object a reader holds: a member read whole, a line, a decoded caption)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = call()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def test_a_huge_tar_member_is_skipped_unread_with_flat_memory(tmp_path, metadata):
+    """A 10 KB tar holding a 1 GiB sparse caption member (GNU tar --sparse): skipped by its header size, counted,
+    the other samples read; memory stays flat (the old reader held the whole member)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None:
+        pytest.skip("needs GNU tar to write a sparse member")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "0001.txt", "wb") as f:
+        f.truncate(2**30)
+    (src / "0000.txt").write_text("a photo of a bench")
+    (src / "0002.txt").write_text("sunset over the mountains")
+    shard = tmp_path / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "-cf", str(shard), "-C", str(src), "0000.txt", "0001.txt", "0002.txt"], check=True)
+    assert shard.stat().st_size < 100_000
+    report, peak = _peak_mib(lambda: C.main([str(shard), "--metadata", metadata]))
+    assert report["captions"] == 2 and report["skipped"] == {"member_too_large": 1} and report["exact"]["captions"] == 1
+    assert peak < 16, f"{peak:.1f} MiB traced"
+
+
+def test_undecodable_and_overlong_lines_are_skipped_and_counted_with_flat_memory(tmp_path, metadata):
+    jsonl = tmp_path / "captions.jsonl"
+    with open(jsonl, "wb") as f:
+        f.write(json.dumps({"text": "a photo of a bench"}).encode() + b"\n")
+        f.write(b'{"text": "bad \xff byte"}\n')                      # one undecodable byte
+        f.write(b'{"text": "' + b"x" * (C.Limits().max_caption_chars + 1) + b'"}\n')  # a caption too long
+        f.write(json.dumps({"text": "two clocks"}).encode() + b"\n")
+    long_line = tmp_path / "one_line.txt"  # 256 MiB without a newline (sparse: NUL bytes)
+    with open(long_line, "wb") as f:
+        f.truncate(256 * 2**20)
+    with open(long_line, "ab") as f:
+        f.write(b"\na photo of a chair and a bench\n")
+    report, peak = _peak_mib(lambda: C.main([str(jsonl), str(long_line), "--metadata", metadata]))
+    assert report["skipped"] == {"undecodable_text": 1, "caption_too_long": 1, "line_too_long": 1}
+    assert report["captions"] == 3 and report["exact"]["captions"] == 2 and report["normalised"]["captions"] == 1
+    assert peak < 32, f"{peak:.1f} MiB traced"
+
+
+def test_an_unreadable_file_is_named_and_counted_and_the_check_goes_on(tmp_path, metadata, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "corrupt.parquet").write_bytes(b"PAR1 this is not a parquet file PAR1")
+    (data / "cut.tar").write_bytes(b"\x00" * 100 + b"garbage")
+    (data / "ok.txt").write_text("a photo of a bench\n")
+    report = C.main([str(data), "--metadata", metadata])
+    assert report["captions"] == 1 and report["exact"]["captions"] == 1
+    assert [u["file"] for u in report["unreadable_files"]] == [str(data / "corrupt.parquet")]
+    assert report["skipped"]["unreadable_file"] == 1 and report["skipped"]["broken_tar"] == 1
+    out = capsys.readouterr()
+    assert "corrupt.parquet" in out.err and "cut.tar" in out.err and "corrupt.parquet" in out.out

@@ -12,6 +12,7 @@ from PIL import Image
 
 from mingexp.demo.actions import Demo
 from mingexp.demo.app import build_app, launch
+from mingexp.demo.scratch import Scratch
 from tests.integration.conftest import free_port
 
 PROMPT = "a photo of a red circle"
@@ -20,7 +21,7 @@ PROMPT = "a photo of a red circle"
 @pytest.fixture(scope="module")
 def served(pipe, tmp_path_factory):
     """The page on a free local port; uploads above 4096 pixels refused (to test the cap with small files)."""
-    app = build_app(Demo(pipe, "exports/toy", max_pixels=4096), tmp_path_factory.mktemp("demo"))
+    app = build_app(Demo(pipe, "exports/toy", max_pixels=4096, scratch=Scratch(tmp_path_factory.mktemp("demo"))))
     port = free_port()
     launch(app, port=port, block=False)
     yield f"http://127.0.0.1:{port}/"

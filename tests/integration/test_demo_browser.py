@@ -12,6 +12,7 @@ import pytest
 
 from mingexp.demo.actions import Demo
 from mingexp.demo.app import build_app, launch
+from mingexp.demo.scratch import Scratch
 from tests.integration.conftest import free_port
 from tests.integration.test_demo import PROMPT
 
@@ -26,7 +27,7 @@ def test_a_session_in_the_browser(pipe, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
     shots = Path(os.environ.get("MINGEXP_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    app = build_app(Demo(pipe, "exports/toy"), tmp_path / "work")
+    app = build_app(Demo(pipe, "exports/toy", scratch=Scratch(tmp_path / "work")))
     port = free_port()
     launch(app, port=port, block=False)
     try:

@@ -128,6 +128,27 @@ def test_incomplete_or_foreign_export_folders_are_refused(exported, tmp_path):
         MingUniPipeline.from_pretrained(tmp_path)
 
 
+def test_a_pickled_or_renamed_part_file_is_named(exported, tmp_path):
+    """Issue 32: a pickle saved as connector/model.safetensors, and a tensor renamed in it, are errors naming the file."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mingexp.errors import ConfigError
+
+    folder = tmp_path / "copy"
+    shutil.copytree(exported[1], folder)
+    file = folder / "connector" / "model.safetensors"
+    state = load_file(str(file))
+    first = sorted(state)[0]
+    save_file({("renamed." + k if k == first else k): v for k, v in state.items()}, str(file))
+    with pytest.raises(ConfigError, match=rf"{file}: missing \['{first}'\]; unknown \['renamed.{first}'\]"):
+        MingUniPipeline.from_pretrained(folder)
+    torch.save(state, file)
+    with pytest.raises(ConfigError, match=rf"{file}: not a readable safetensors file"):
+        MingUniPipeline.from_pretrained(folder)
+
+
 class Payload:
     """A pickle whose unpickling calls ``Path.touch(marker)``: what an unsafe ``torch.load`` of it would run."""
 

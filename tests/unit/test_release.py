@@ -191,3 +191,21 @@ def test_edit_and_chat_run_through_the_released_mllm(released):
                                         image_grid_thw=inputs.image_grid_thw, mm_token_type_ids=(inputs.input_ids == released.mllm.processor.image_pad_id).int(),
                                         max_new_tokens=4, do_sample=False)
     assert 0 < out.shape[1] - inputs.input_ids.shape[1] <= 4  # greedy decoding with M-RoPE ran (upstream's chat path crashes)
+
+
+def test_a_released_file_missing_a_key_or_pickled_names_the_file_and_the_released_key(tiny_dir, tmp_path):
+    """Issue 32: the projector's missing ``linear_proj.0.bias`` is named as the release spells it, with the file;
+    a pickle saved as ``mlp/model.safetensors`` is named too (not the library's bare ``header too large``)."""
+    from mingexp.models.release.mllm import load_released_mllm
+
+    folder = tmp_path / "release"
+    shutil.copytree(tiny_dir / "release", folder)
+    file = folder / "mlp" / "model.safetensors"
+    state = load_file(str(file))
+    del state["linear_proj.0.bias"]
+    save_file(state, str(file))
+    with pytest.raises(ConfigError, match=rf"{file}: missing \['linear_proj.0.bias'\]\. It is not the released"):
+        load_released_mllm(folder)
+    torch.save(state, file)
+    with pytest.raises(ConfigError, match=rf"{file}: not a readable safetensors file"):
+        load_released_mllm(folder)

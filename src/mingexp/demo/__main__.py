@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 from mingexp.cli_args import boolean, parse
+from mingexp.demo.actions import DemoLimits
 from mingexp.pipeline.images import MAX_PIXELS
 
+LIMITS = DemoLimits()
 SPEC = {
     "model": (str, ...),
     "host": (str, "127.0.0.1"),
@@ -21,6 +23,16 @@ SPEC = {
     "dtype": (str, None),
     "mllm_path": (str, None),
     "max_pixels": (int, MAX_PIXELS),
+    # what one visitor may take (mingexp.demo.actions.DemoLimits); the scratch disk and the sessions held
+    "max_turns": (int, LIMITS.max_turns),
+    "max_session_pixels": (int, LIMITS.max_session_pixels),
+    "max_text": (int, LIMITS.max_text),
+    "max_session_mb": (int, LIMITS.max_session_bytes // 2**20),
+    "time_budget": (float, LIMITS.time_budget),
+    "max_new_tokens": (int, LIMITS.max_new_tokens),
+    "max_prompt_tokens": (int, None),
+    "max_temp_mb": (int, 2048),
+    "max_sessions": (int, 32),
     # loader flags: yours to give, never taken from the folder (mingexp.untrusted)
     "trust_remote_code": (boolean, False),
     "attn_implementation": (str, "sdpa"),
@@ -54,6 +66,7 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str | None = None, mll
 def main(argv: list[str] | None = None) -> None:
     from mingexp.demo.actions import Demo
     from mingexp.demo.app import build_app, launch
+    from mingexp.demo.scratch import Scratch
     from mingexp.errors import ConfigError
     from mingexp.pipeline import InputError
 
@@ -65,9 +78,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"demo: {e}") from None
     # the reproducing command lines name an export (the generate CLI reads those, not run checkpoints)
     ref = args["model"] if Path(args["model"]).is_dir() else f"<export of {args['model']}>"
-    app = build_app(Demo(pipe, ref, max_pixels=args["max_pixels"]))
+    pipe.max_prompt_tokens = args["max_prompt_tokens"]
+    limits = DemoLimits(max_turns=args["max_turns"], max_session_pixels=args["max_session_pixels"], max_text=args["max_text"],
+                        max_session_bytes=args["max_session_mb"] * 2**20, time_budget=args["time_budget"],
+                        max_new_tokens=args["max_new_tokens"])
+    app = build_app(Demo(pipe, ref, max_pixels=args["max_pixels"], limits=limits, scratch=Scratch(max_bytes=args["max_temp_mb"] * 2**20)))
     print(f"[mingexp] demo of {args['model']} on http://{args['host']}:{args['port']}  (Ctrl-C stops it)")
-    launch(app, args["host"], args["port"], args["share"])
+    launch(app, args["host"], args["port"], args["share"], max_sessions=args["max_sessions"])
 
 
 if __name__ == "__main__":

@@ -4,30 +4,57 @@ its latency, and bad input turned into one message.
 Every request takes the browser session's :class:`~mingexp.pipeline.session.Session` (created on first use; the
 page keeps one per browser tab) and returns it with its results, so two visitors never share a history. A
 request that fails raises :class:`DemoError` with a message for the page and leaves the session as it was.
+
+What one visitor can take is bounded (:class:`DemoLimits`): a session's turns and pixels, a prompt's tokens
+(the pipeline's cap), a request's time (sampling stops between steps past it; an answer stops generating),
+and the temporary disk (:class:`~mingexp.demo.scratch.Scratch`). The model's prompt-state cache is switched
+off: it is shared by every visitor, so a fast answer would tell one visitor that another had sent the same
+prompt (it saves one MLLM pass of a request that samples for many steps; per-session caches would cost memory
+per tab for hits that only a repeated prompt in the same tab gets).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
-import shutil
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from PIL import Image
 
-from mingexp.pipeline.images import MAX_PIXELS, InputError, check_text, load_image
-from mingexp.pipeline.session import TRANSCRIPT, Session
+from mingexp.demo.archive import unpack_session, write_session_zip
+from mingexp.demo.scratch import Scratch, ScratchFull
+from mingexp.pipeline.images import MAX_PIXELS, InputError, load_image
+from mingexp.pipeline.session import Session, SessionLimits
 
-MAX_SESSION_BYTES = 512 * 2**20  # a saved-session zip may unpack to at most this (zip bombs)
 Progress = Callable[[int, int], None]
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\"():,]+){2,}")  # an absolute path (two or more components)
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """What one request or one session may take on a shared server (``python -m mingexp.demo --help``)."""
+
+    max_turns: int = 64                   # turns a session keeps
+    max_session_pixels: int = 32 * 2**20  # pixels of all a session's images (3 bytes each in memory: 96 MiB)
+    max_text: int = 4096                  # characters of a prompt, instruction or question
+    max_session_bytes: int = 256 * 2**20  # real bytes a reloaded session zip may unpack to
+    time_budget: float = 120.0            # seconds a request may run (sampling stops between steps past it)
+    max_new_tokens: int = 256             # tokens an answer may have
+
+    def session(self, max_image_pixels: int) -> SessionLimits:
+        return SessionLimits(self.max_turns, self.max_session_pixels, self.max_text, max_image_pixels)
 
 
 class DemoError(Exception):
     """A request the page answers with a message (bad input, nothing to undo, …)."""
+
+
+def public(message: str) -> str:
+    """A message for the page: absolute server paths shortened to their last part (the file's own name)."""
+    return _PATH.sub(lambda m: re.split(r"[/\\]", m.group(0))[-1], message)
 
 
 @dataclass
@@ -47,14 +74,35 @@ class Demo:
         max_pixels: uploads above this many pixels are refused before decoding.
     """
 
-    def __init__(self, pipeline, model_ref: str, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(self, pipeline, model_ref: str, max_pixels: int = MAX_PIXELS, limits: DemoLimits | None = None,
+                 scratch: Scratch | None = None) -> None:
         self.pipeline, self.model_ref, self.max_pixels = pipeline, model_ref, int(max_pixels)
+        self.limits = limits or DemoLimits()
+        self.scratch = scratch or Scratch()
+        pipeline.model.cond_cache = None  # shared across visitors: its hits would leak other visitors' prompts (module docstring)
         sampler = pipeline.model.sampler
         self.default_steps, self.default_guidance = sampler.steps, sampler.guidance_scale
 
     # ------------------------------------------------------------------ helpers
     def session(self, session: Session | None) -> Session:
-        return session if session is not None else self.pipeline.session()
+        return session if session is not None else Session(self.pipeline, self.limits.session(self.max_pixels))
+
+    def end(self, session: Session | None) -> None:
+        """A session is gone (its tab closed, or it was replaced): its files are removed."""
+        if session is not None:
+            self.scratch.release(session.id)
+
+    def timed(self, progress: Progress | None) -> Progress:
+        """The sampler's step callback with the request's time budget: past it, the request stops with a message."""
+        started, budget = time.monotonic(), self.limits.time_budget
+
+        def step(k: int, n: int) -> None:
+            if time.monotonic() - started > budget:
+                raise DemoError(f"stopped after step {k} of {n}: over the demo's {budget:.0f} s a request may take; "
+                                "use fewer steps or images.")
+            if progress is not None:
+                progress(k, n)
+        return step
 
     def options(self, seed, steps, guidance) -> dict:
         """The sampler settings a request runs with: every value explicit (seed included), defaults resolved."""
@@ -65,10 +113,13 @@ class Demo:
         """An uploaded file (path) or a picked image, through the pixel cap and the decoder's checks."""
         if source is None:
             raise DemoError("no image: upload one (or pick one from the gallery) first.")
-        try:
-            return load_image(source, max_pixels=self.max_pixels)
-        except InputError as e:
-            raise DemoError(str(e)) from None
+        return self.guard(lambda: load_image(source, max_pixels=self.max_pixels))
+
+    def text(self, text, what: str) -> str:
+        """A prompt, instruction or question: not empty, within the demo's character cap."""
+        if isinstance(text, str) and len(text) > self.limits.max_text:
+            raise DemoError(f"{what} of {len(text)} characters is over the demo's cap of {self.limits.max_text}; shorten it.")
+        return self.guard(lambda: self.pipeline.check_prompt(text, what))
 
     def settings(self, tool_args: dict, options: dict, seconds: float) -> Result:
         shown = " · ".join(f"{k} {v}" for k, v in options.items())
@@ -76,20 +127,21 @@ class Demo:
         return Result(f"{shown} · {seconds:.2f} s  \n`python -m mingexp.generate {args}`", seconds)
 
     def guard(self, call: Callable):
-        """Run a model call; bad input becomes a :class:`DemoError` with the library's message."""
+        """Run a model call; bad input becomes a :class:`DemoError` with the library's message (server paths
+        shortened)."""
         try:
             return call()
-        except ValueError as e:  # InputError, ConfigError and the processor's prompt checks are ValueErrors
-            raise DemoError(str(e)) from None
+        except (ValueError, ScratchFull) as e:  # InputError, ConfigError and the processor's prompt checks are ValueErrors
+            raise DemoError(public(str(e))) from None
 
     # ----------------------------------------------------------------- requests
     def generate(self, prompt: str, num_images: int, seed, steps, guidance, progress: Progress | None = None
                  ) -> tuple[list[Image.Image], Result]:
         options = self.options(seed, steps, guidance)
         started = time.perf_counter()
-        images = self.guard(lambda: self.pipeline.generate(check_text(prompt, "prompt"), num_images=int(num_images), progress=progress,
-                                                           **options))
-        return images, self.settings({"prompt": prompt.strip(), "num_images": int(num_images)}, options, time.perf_counter() - started)
+        prompt = self.text(prompt, "prompt")
+        images = self.guard(lambda: self.pipeline.generate(prompt, num_images=int(num_images), progress=self.timed(progress), **options))
+        return images, self.settings({"prompt": prompt, "num_images": int(num_images)}, options, time.perf_counter() - started)
 
     def edit(self, source, instruction: str, seed, steps, guidance, image_guidance=None, progress: Progress | None = None
              ) -> tuple[Image.Image, Result]:
@@ -98,34 +150,36 @@ class Demo:
         if image_guidance:
             options["image_guidance_scale"] = float(image_guidance)
         started = time.perf_counter()
-        edited = self.guard(lambda: self.pipeline.edit(image, check_text(instruction, "instruction"), progress=progress, **options))
-        return edited, self.settings({"image": "<your image>", "instruction": instruction.strip()}, options, time.perf_counter() - started)
+        instruction = self.text(instruction, "instruction")
+        edited = self.guard(lambda: self.pipeline.edit(image, instruction, progress=self.timed(progress), **options))
+        return edited, self.settings({"image": "<your image>", "instruction": instruction}, options, time.perf_counter() - started)
 
     def turn(self, session: Session | None, text: str, seed, steps, guidance, progress: Progress | None = None) -> tuple[Session, Result]:
         """The chained-editing conversation: the first turn generates, every later one edits the current image."""
         session = self.session(session)
         options = self.options(seed, steps, guidance)
         started = time.perf_counter()
-        text = self.guard(lambda: check_text(text, "prompt" if session.latest is None else "instruction"))
+        text = self.text(text, "prompt" if session.latest is None else "instruction")
         if session.latest is None:
-            self.guard(lambda: session.generate(text, progress=progress, **options))
+            self.guard(lambda: session.generate(text, progress=self.timed(progress), **options))
             tool = {"prompt": text}
         else:
-            self.guard(lambda: session.edit(text, progress=progress, **options))
+            self.guard(lambda: session.edit(text, progress=self.timed(progress), **options))
             tool = {"image": "<the previous image>", "instruction": text}
         return session, self.settings(tool, options, time.perf_counter() - started)
 
     def ask(self, session: Session | None, question: str, upload=None, max_new_tokens: int = 64) -> tuple[Session, str, float]:
         """A question about the current image (or about ``upload``, which becomes the current image)."""
         session = self.session(session)
-        question = self.guard(lambda: check_text(question, "question"))
+        question = self.text(question, "question")
         if upload is not None:
             image = self.image(upload)
-            session.load(image)
+            self.guard(lambda: session.load(image))
         elif session.latest is None:
             raise DemoError("no image to ask about: generate one, or upload one here.")
         started = time.perf_counter()
-        answer = self.guard(lambda: session.ask(question, max_new_tokens=int(max_new_tokens)))
+        tokens = min(int(max_new_tokens), self.limits.max_new_tokens)
+        answer = self.guard(lambda: session.ask(question, max_new_tokens=tokens, max_time=self.limits.time_budget))
         return session, answer, time.perf_counter() - started
 
     def undo(self, session: Session | None) -> Session:
@@ -146,38 +200,40 @@ class Demo:
     def reset(self, session: Session | None) -> Session:
         session = self.session(session)
         session.reset()
+        self.end(session)
         return session
 
     # ------------------------------------------------------------ save / reload
-    def save(self, session: Session | None, folder: str | Path) -> Path:
-        """The session as a zip (every image + transcript.json, :meth:`Session.save`'s format) under ``folder``."""
+    def save(self, session: Session | None) -> Path:
+        """The session as a zip (every image + transcript.json, :meth:`Session.save`'s format) in the session's own
+        scratch folder (its previous zip removed)."""
         session = self.session(session)
         if not session.turns:
             raise DemoError("nothing to save yet: the session has no turns.")
-        work = Path(tempfile.mkdtemp(dir=folder))
-        session.save(work / "session")
-        return Path(shutil.make_archive(str(work / "mingexp_session"), "zip", root_dir=work / "session"))
+        # PNG of a session's images: at most their raw bytes plus a little (the estimate the space is checked with)
+        self.guard(lambda: self.scratch.require(2 * (3 * session.pixels + 2**16), "saving the session"))
+        folder = self.scratch.session_folder(session.id)
+        session.save(folder / "session")
+        zipped = write_session_zip(folder / "session", folder / "mingexp_session.zip")
+        self.scratch.discard(folder / "session")
+        return zipped
 
-    def load(self, upload, folder: str | Path) -> Session:
-        """A zip written by :meth:`save` (or a folder's files zipped), as a new session."""
+    def load(self, upload, previous: Session | None = None) -> Session:
+        """A zip written by :meth:`save` (or a folder's files zipped), as a new session that replaces ``previous``.
+
+        Streamed within the session bytes cap and the scratch space, transcript validated, images decoded
+        within the session's pixel caps; the unpacked files are removed once the session holds the images."""
         if upload is None:
             raise DemoError("no file: upload a session zip saved from this page.")
-        target = Path(tempfile.mkdtemp(dir=folder))
+        limits = self.limits.session(self.max_pixels)
+        room = min(self.limits.max_session_bytes, self.scratch.room())
+        if room <= 0:
+            self.guard(lambda: self.scratch.require(1, "reloading a session"))
+        work = self.scratch.work_folder()
         try:
-            with zipfile.ZipFile(str(upload)) as archive:
-                members = archive.infolist()
-                if sum(m.file_size for m in members) > MAX_SESSION_BYTES:
-                    raise DemoError(f"{Path(str(upload)).name}: unpacks to more than {MAX_SESSION_BYTES // 2**20} MiB; not a saved session.")
-                for m in members:  # flat files only: no paths, so nothing lands outside the target
-                    name = Path(m.filename).name
-                    if m.is_dir() or not name or name != m.filename:
-                        continue
-                    (target / name).write_bytes(archive.read(m))
-        except zipfile.BadZipFile:
-            raise DemoError(f"{Path(str(upload)).name}: not a zip; upload the file 'save' gave you.") from None
-        if not (target / TRANSCRIPT).is_file():
-            raise DemoError(f"{Path(str(upload)).name}: no {TRANSCRIPT} inside; not a saved session.")
-        try:
-            return Session.from_saved(self.pipeline, target)
-        except InputError as e:
-            raise DemoError(str(e)) from None
+            unpacked = self.guard(lambda: unpack_session(upload, work, room, limits))
+            session = self.guard(lambda: Session.from_saved(self.pipeline, unpacked, limits))
+        finally:
+            self.scratch.discard(work)
+        self.end(previous)
+        return session

@@ -4,13 +4,16 @@ Each browser tab has its own :class:`~mingexp.pipeline.session.Session` (``gr.St
 time on the one model (``default_concurrency_limit=1``), and a failed request shows its message in the page
 (``gr.Error``) with the session unchanged. Every event has an ``api_name``, so ``gradio_client`` drives the same
 page the browser does (tests/integration/test_demo.py).
+
+A session ends when its tab has been idle for ``SESSION_TTL`` seconds (or closed: Gradio then deletes its state
+sooner) and at most ``MAX_SESSIONS`` are held; an ended session's files are removed (``delete_callback``),
+Gradio's own cache of uploads and downloads is swept of files older than ``CACHE_TTL``, and the demo's
+temporary folder is removed when the server stops.
 """
 
 from __future__ import annotations
 
 import functools
-import tempfile
-from pathlib import Path
 from typing import Callable
 
 import gradio as gr
@@ -23,6 +26,9 @@ MAX_UPLOAD = "50mb"      # refused by the server before it is read (the pixel ca
 IMAGE_FORMAT = "png"     # lossless in the page and in downloads
 LARGE, SMALL = 420, 160  # pixel heights of the current image and of the images in the conversation
 # small images (the toy model's 32 px) enlarged to their boxes, with sharp pixels
+SESSION_TTL = 3600       # seconds a tab's session lives after its last request
+MAX_SESSIONS = 32        # sessions held at once (the oldest is dropped past it)
+CACHE_TTL = 3600         # Gradio's cached uploads / downloads older than this are deleted (checked every 10 min)
 CSS = f"""
 img {{ image-rendering: pixelated; }}
 #session-current img, #edit-result img {{ width: 100%; height: 100%; object-fit: contain; }}
@@ -59,9 +65,8 @@ def bar(progress: gr.Progress) -> Callable[[int, int], None]:
     return lambda k, n: progress((k, n), desc="sampling")
 
 
-def build_app(demo: Demo, workdir: str | Path | None = None) -> gr.Blocks:
-    """The Blocks app; ``workdir`` holds the session zips offered for download (a temporary folder by default)."""
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="mingexp_demo_"))
+def build_app(demo: Demo, session_ttl: float = SESSION_TTL) -> gr.Blocks:
+    """The Blocks app around ``demo`` (whose :class:`~mingexp.demo.scratch.Scratch` holds the files it offers)."""
 
     def sampler_controls(prefix: str):
         with gr.Row():
@@ -117,11 +122,11 @@ def build_app(demo: Demo, workdir: str | Path | None = None) -> gr.Blocks:
 
     @page_errors
     def save(session):
-        return str(demo.save(session, workdir))
+        return str(demo.save(session))
 
     @page_errors
-    def load(upload):
-        return shown(demo.load(upload, workdir))
+    def load(session, upload):
+        return shown(demo.load(upload, session))
 
     @page_errors
     def ask(session, question, upload):
@@ -129,9 +134,10 @@ def build_app(demo: Demo, workdir: str | Path | None = None) -> gr.Blocks:
         return (*shown(session), answer, f"{seconds:.2f} s")
 
     # -------------------------------------------------------------------- layout
-    with gr.Blocks(title="mingexp demo") as app:
+    with gr.Blocks(title="mingexp demo", delete_cache=(600, CACHE_TTL)) as app:
         gr.Markdown(f"### mingexp · `{demo.model_ref}`")
-        session = gr.State(None)  # this tab's Session (created by its first request)
+        # this tab's Session (created by its first request); its files go when it ends
+        session = gr.State(None, time_to_live=session_ttl, delete_callback=demo.end)
         picked = gr.State([])     # the Generate tab's last images (the Edit tab picks from them)
         with gr.Tab("Generate"):
             prompt = gr.Textbox(label="prompt", placeholder="a photo of a red circle", elem_id="gen-prompt")
@@ -196,14 +202,21 @@ def build_app(demo: Demo, workdir: str | Path | None = None) -> gr.Blocks:
         chat.select(clicked, None, [branch_turn], api_name=False).then(branch, [session, branch_turn], view, api_name=False)
         branch_button.click(branch, [session, branch_turn], view, api_name="branch")
         save_button.click(save, [session], [download], api_name="save")
-        reload.upload(load, [reload], view, api_name="load")
+        reload.upload(load, [session, reload], view, api_name="load")
         ask_button.click(ask, [session, question, ask_upload], [*view, answer, ask_used], api_name="ask")
     app.queue(default_concurrency_limit=CONCURRENCY)
-    app.workdir = workdir
+    app.demo = demo
     return app
 
 
-def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
-    """Serve the page (``block=False`` returns at once, for tests)."""
-    return app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, allowed_paths=[str(app.workdir)],
-                      prevent_thread_lock=not block, quiet=not block, css=CSS)
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True,
+           max_sessions: int = MAX_SESSIONS):
+    """Serve the page (``block=False`` returns at once, for tests); with ``block`` the demo's temporary folder is
+    removed when the server stops."""
+    try:
+        return app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,
+                          allowed_paths=[str(app.demo.scratch.root)], prevent_thread_lock=not block, quiet=not block, css=CSS,
+                          state_session_capacity=max_sessions)
+    finally:
+        if block:
+            app.demo.scratch.close()

@@ -17,6 +17,24 @@ class InputError(ValueError):
     """A bad input (path, image, prompt, turn): the message says what and how to fix it."""
 
 
+def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the image file's header, nothing decoded; an :class:`InputError` for a file that is
+    missing, not an image, or over ``max_pixels``."""
+    path = Path(str(path))
+    if not path.is_file():
+        raise InputError(f"image {path.name}: no such file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                w, h = image.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise InputError(f"image {path.name}: not a readable image ({type(e).__name__}).") from None
+    if w * h > max_pixels:
+        raise InputError(f"image {path.name}: {w}×{h} pixels is over the {max_pixels} pixel cap; downscale it first.")
+    return w, h
+
+
 def load_image(source, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> Image.Image:
     """RGB PIL image from a path or a PIL image: alpha composited on white, palettes expanded, huge images
     resized so the longer side is ``max_side``, decompression bombs refused before decoding."""

@@ -30,7 +30,6 @@ from typing import Any, Callable, Sequence
 import torch
 from hydra.utils import instantiate
 from PIL import Image
-from safetensors.torch import load_file
 
 from mingexp.models.denoisers.base import LORA_FOLDER
 from mingexp.models.generation import generate, seed_range
@@ -38,7 +37,8 @@ from mingexp.models.lora import has_lora, load_adapter_state_dict
 from mingexp.models.unified import UnifiedModel, build_model
 from mingexp.pipeline.images import InputError, check_text, load_image
 from mingexp.untrusted import trusted_model_config
-from mingexp.utils import resolve_dtype, save_tensors
+from mingexp.io.tensors import load_exact, read_tensors, save_tensors
+from mingexp.utils import resolve_dtype
 
 FORMAT = "mingexp-pipeline"
 FORMAT_VERSION = 2  # 2: the denoiser behind its adapter (models/denoisers), parts as Hydra partials, the processor node
@@ -61,10 +61,47 @@ class MingUniPipeline:
         config: the model config it was built from (plain dict with ``_target_`` s), kept for ``save_pretrained``.
     """
 
-    def __init__(self, model: UnifiedModel, config: dict[str, Any]) -> None:
+    def __init__(self, model: UnifiedModel, config: dict[str, Any], max_prompt_tokens: int | None = None) -> None:
         self.model = model.eval()
         self.config = copy.deepcopy(config)
+        # the cap on a prompt's tokens (None: what the MLLM's positions leave, see prompt_cap)
+        self.max_prompt_tokens = max_prompt_tokens
         self._null: torch.Tensor | None = None  # the null condition, computed once (weights are fixed here)
+        self._scaffold: dict[tuple, int] = {}  # tokens around an empty prompt, per image-size tuple
+
+    # ------------------------------------------------------------ prompt caps
+    def prompt_cap(self, images: Sequence[Image.Image] = (), new_tokens: int = 0, chat: bool = False) -> int:
+        """The most tokens a prompt may have: ``max_prompt_tokens`` when set, else what the MLLM's positions
+        leave after the template, the images' tokens, the query block (conditioning) or the answer (``chat``)."""
+        mllm = self.model.mllm
+        positions = int(getattr(mllm.text_config, "max_position_embeddings", 0) or 0)
+        key = (chat, tuple(im.size for im in images))
+        if key not in self._scaffold:
+            kwargs = {"prompt_format": "chat"} if chat else {}
+            self._scaffold[key] = int(mllm.processor([""], [list(images)], **kwargs).input_ids.shape[1])
+        reserved = self._scaffold[key] + (int(new_tokens) if chat else self.model.queries.layout.block_length)
+        derived = positions - reserved if positions else None
+        caps = [c for c in (self.max_prompt_tokens, derived) if c is not None]
+        if not caps:
+            return 1 << 30
+        cap = min(caps)
+        if cap < 1:
+            raise InputError(f"the MLLM's {positions} positions leave no room for a prompt after {reserved} reserved tokens "
+                             "(template, images, query block or answer); use smaller images or fewer new tokens.")
+        return cap
+
+    def check_prompt(self, text, what: str = "prompt", images: Sequence[Image.Image] = (), new_tokens: int = 0,
+                     chat: bool = False) -> str:
+        """``text`` stripped, or an :class:`InputError` when it is empty or over :meth:`prompt_cap` tokens."""
+        text = check_text(text, what)
+        cap = self.prompt_cap(images, new_tokens, chat)
+        if len(text) > 64 * cap:  # no tokenizer makes 64 characters one token: refused without tokenising
+            raise InputError(f"{what} of {len(text)} characters is far over the cap of {cap} tokens; shorten it.")
+        n = len(self.model.mllm.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n > cap:
+            raise InputError(f"{what} of {n} tokens is over the cap of {cap} tokens (the MLLM's positions less the template, "
+                             "images and query block, or max_prompt_tokens); shorten it.")
+        return text
 
     def null_tokens(self) -> torch.Tensor:
         """(1, T, C_cap): the MLLM on the empty prompt (or zeros), cached after the first call."""
@@ -192,11 +229,13 @@ class MingUniPipeline:
             adapter = folder / "transformer" / LORA_FOLDER / "adapter_model.safetensors"
             if not adapter.is_file():
                 raise InputError(f"{folder}: the model config has LoRA on the DiT but {adapter} is missing; re-export it.")
-            load_adapter_state_dict(model.dit.transformer, load_file(str(adapter)), str(adapter))
-        model.queries.load_state_dict(load_file(str(folder / "queries.safetensors")))
-        model.connector.load_state_dict(load_file(str(folder / "connector" / "model.safetensors")))
+            load_adapter_state_dict(model.dit.transformer, read_tensors(adapter), str(adapter))
+        fix = "Re-export the checkpoint (python -m mingexp.export)."
+        parts = [("queries", model.queries, "queries.safetensors"), ("connector", model.connector, "connector/model.safetensors")]
         if model.align is not None:
-            model.align.load_state_dict(load_file(str(folder / "align.safetensors")))
+            parts.append(("align", model.align, "align.safetensors"))
+        for name, part, file in parts:
+            load_exact(part, read_tensors(folder / file, fix=fix), str(folder / file), fix=fix)
         if index["model"]["mllm"]["path"] != resolved["mllm"]["path"] and not index.get("mllm_copied"):
             cfg["mllm"]["path"] = resolved["mllm"]["path"]
         pipe = cls(model, cfg)
@@ -231,7 +270,7 @@ class MingUniPipeline:
         of :func:`mingexp.models.generation.generate`: the same seed gives the same image in a training sheet or
         an evaluation). ``progress(done, total)`` follows the sampler's steps."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        prompts = [check_text(p, "prompt") for p in prompts for _ in range(int(num_images))]
+        prompts = [self.check_prompt(p, "prompt") for p in prompts for _ in range(int(num_images))]
         return generate(self.model, prompts, seed_range(seed or 0, len(prompts)), batch_size=batch_size, steps=steps,
                         guidance_scale=guidance_scale, height=height, width=width, null=self.null_tokens(), progress=progress)
 
@@ -244,19 +283,21 @@ class MingUniPipeline:
         instruction dropped); None = plain guidance on the instruction + image condition.
         """
         source = load_image(image)
-        instruction = check_text(instruction, "instruction")
+        instruction = self.check_prompt(instruction, "instruction", [source])
         return generate(self.model, [instruction], [seed or 0], [[source]], steps=steps, guidance_scale=guidance_scale,
                         image_guidance_scale=image_guidance_scale, height=height, width=width, null=self.null_tokens(),
                         progress=progress)[0]
 
-    def chat(self, images, question: str, max_new_tokens: int = 64) -> str:
-        """Answer ``question`` about ``images`` (one, a list, or None) with the frozen MLLM."""
-        question = check_text(question, "question")
+    def chat(self, images, question: str, max_new_tokens: int = 64, max_time: float | None = None) -> str:
+        """Answer ``question`` about ``images`` (one, a list, or None) with the frozen MLLM; ``max_time`` (seconds)
+        stops the answer early (transformers' ``MaxTimeCriteria``)."""
         if images is None:
             loaded = []
         else:
             loaded = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
-        return self.model.chat(loaded, question, max_new_tokens=max_new_tokens)
+        question = self.check_prompt(question, "question", loaded, new_tokens=max_new_tokens, chat=True)
+        extra = {"max_time": float(max_time)} if max_time else {}
+        return self.model.chat(loaded, question, max_new_tokens=max_new_tokens, **extra)
 
     def session(self, **defaults) -> "Session":
         """A multi-turn session (generate → edit → edit …, undo, save); ``defaults`` go to every turn."""

@@ -12,7 +12,13 @@ member's ``caption`` / ``prompt`` / ``text`` / ``instruction`` / ``instructions`
 tables (``--column``, default: the first of caption / text / prompt / TEXT / edit_prompt / instruction),
 JSON lines (the same keys) or plain text (one caption per line); a folder is searched for all four, and brace
 patterns and globs are expanded. A caption that cannot be read (broken tar, undecodable text, malformed JSON
-line) is skipped and counted per reason, never fatal.
+line) is skipped and counted per reason, never fatal; a file that cannot be read at all is named and counted
+(``unreadable_file``), and the check goes on with the next.
+
+Memory stays flat on any input (:class:`Limits`): tar members are streamed and only the text ones read
+(one larger than ``max_member_bytes`` is skipped: ``member_too_large``), a line of jsonl or txt longer than
+``max_line_bytes`` is skipped without being held (``line_too_long``), and a caption longer than
+``max_caption_chars`` is skipped (``caption_too_long``).
 
 Two levels of match, each caption against every prompt:
 
@@ -32,10 +38,11 @@ import argparse
 import json
 import re
 import sys
+import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from mingexp.errors import ConfigError
 
@@ -76,27 +83,42 @@ def normalize(text: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- readers
+@dataclass(frozen=True)
+class Limits:
+    """What one item of the input may take (module docstring); past a limit the item is skipped and counted."""
+
+    max_member_bytes: int = 4 * 2**20     # a tar's text / json member
+    max_line_bytes: int = 4 * 2**20       # a jsonl or txt line
+    max_caption_chars: int = 16_384       # one caption (dense captions run to a few thousand characters)
+
+
 @dataclass
 class Captions:
     """The captions of the sources, streamed (a web-scale caption set is never held in memory): iterate once;
-    what could not be read is counted per reason in ``skipped`` as the stream goes."""
+    what could not be read is counted per reason in ``skipped`` as the stream goes, and the files that could not
+    be read at all are listed in ``unreadable`` (file, reason)."""
 
     files: list[str]
     column: str | None = None
+    limits: Limits = field(default_factory=Limits)
     skipped: Counter = field(default_factory=Counter)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[str]:
-        shards = [f for f in self.files if f.endswith(".tar")]
-        if shards:
-            yield from _read_shards(shards, self.skipped)
+        readers = {"shards": _read_shard, "parquet": _read_parquet, "jsonl": _read_jsonl, "txt": _read_txt}
         for f in self.files:
-            kind = FORMATS[Path(f).suffix]
-            if kind == "parquet":
-                yield from _read_parquet(f, self.column, self.skipped)
-            elif kind == "jsonl":
-                yield from _read_jsonl(f, self.column, self.skipped)
-            elif kind == "txt":
-                yield from _read_txt(f)
+            try:
+                for caption in readers[FORMATS[Path(f).suffix]](f, self):
+                    if len(caption) > self.limits.max_caption_chars:
+                        self.skipped["caption_too_long"] += 1
+                        continue
+                    yield caption
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 — any reader's failure on one file: named, counted, the next file read
+                self.unreadable.append((f, f"{type(e).__name__}: {str(e)[:200]}"))
+                self.skipped["unreadable_file"] += 1
+                print(f"contamination: {f}: unreadable, skipped ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr, flush=True)
 
 
 def _caption_of(record: dict, column: str | None) -> list[str]:
@@ -111,67 +133,125 @@ def _caption_of(record: dict, column: str | None) -> list[str]:
     return []
 
 
-def _read_shards(paths: Sequence[str], skipped: Counter) -> Iterator[str]:
-    import webdataset as wds
+def _tar_key(name: str) -> tuple[str, str] | None:
+    """WebDataset's split of a member name into (sample key, extension): ``dir/000.jpg`` → (``dir/000``, ``jpg``)."""
+    from webdataset.tariterators import base_plus_ext
 
-    def count(exn: Exception) -> bool:
-        skipped["broken_tar"] += 1
-        return True  # go on with the next member / shard
+    key, ext = base_plus_ext(name)
+    return None if key is None else (key, ext)
 
-    for sample in wds.DataPipeline(wds.SimpleShardList(list(paths)), wds.tarfile_to_samples(handler=count)):
-        found = []
-        for member in TAR_TEXT_MEMBERS:
-            if member in sample:
-                try:
-                    found = [t for t in [sample[member].decode("utf-8")] if t.strip()]
-                except UnicodeDecodeError:
-                    skipped["undecodable_text"] += 1
-                break
-        if not found and "json" in sample:
+
+def _sample_captions(members: dict[str, bytes], skipped: Counter, oversize: bool) -> list[str]:
+    """One sample's captions: its text member (the first of ``TAR_TEXT_MEMBERS``), else its json's caption."""
+    for member in TAR_TEXT_MEMBERS:
+        if member in members:
             try:
-                found = _caption_of(json.loads(sample["json"]), None)
-            except (ValueError, UnicodeDecodeError):
-                skipped["malformed_json"] += 1
-                continue
-        if not found:
-            skipped["no_caption"] += 1
-        yield from found
+                text = members[member].decode("utf-8")
+            except UnicodeDecodeError:
+                skipped["undecodable_text"] += 1
+                return []
+            if text.strip():
+                return [text]
+            break
+    if "json" in members:
+        try:
+            record = json.loads(members["json"])
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            skipped["malformed_json"] += 1
+            return []
+        found = _caption_of(record, None) if isinstance(record, dict) else []
+        if found:
+            return found
+    if not oversize:  # a sample whose text member was too large is counted once, as that
+        skipped["no_caption"] += 1
+    return []
 
 
-def _read_parquet(path: str, column: str | None, skipped: Counter) -> Iterator[str]:
+def _read_shard(path: str, captions: Captions) -> Iterator[str]:
+    """A tar streamed member by member; only text members are read (images are skipped unread), each within
+    ``max_member_bytes`` (its header size: a tar member's data is exactly that many bytes)."""
+    wanted = (*TAR_TEXT_MEMBERS, "json")
+    key, members, oversize = None, {}, False
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for info in tar:
+                split = _tar_key(info.name) if info.isreg() else None
+                if split is None:
+                    continue
+                if split[0] != key:
+                    if key is not None:
+                        yield from _sample_captions(members, captions.skipped, oversize)
+                    key, members, oversize = split[0], {}, False
+                if split[1] not in wanted:
+                    continue
+                if info.size > captions.limits.max_member_bytes:
+                    captions.skipped["member_too_large"] += 1
+                    oversize = True
+                    continue
+                handle = tar.extractfile(info)
+                members[split[1]] = handle.read() if handle is not None else b""
+    except (tarfile.TarError, EOFError, OSError) as e:
+        captions.skipped["broken_tar"] += 1
+        print(f"contamination: {path}: broken tar after {key or 'its start'} ({type(e).__name__}: {e}); the rest of it skipped",
+              file=sys.stderr, flush=True)
+        return
+    if key is not None:
+        yield from _sample_captions(members, captions.skipped, oversize)
+
+
+def _lines(stream: BinaryIO, limit: int, skipped: Counter) -> Iterator[str]:
+    """The decoded lines of a byte stream, each read with at most ``limit`` bytes held: a longer line is
+    consumed in pieces and skipped (``line_too_long``), an undecodable one skipped (``undecodable_text``)."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            skipped["line_too_long"] += 1
+            while line and not line.endswith(b"\n"):  # the rest of this line, a piece at a time
+                line = stream.readline(limit + 1)
+            continue
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped["undecodable_text"] += 1
+
+
+def _read_parquet(path: str, captions: Captions) -> Iterator[str]:
     import pyarrow.parquet as pq
 
     names = pq.read_schema(path).names
+    column = captions.column
     chosen = column or next((c for c in CAPTION_KEYS if c in names), None)
     if chosen not in names:
         raise ConfigError(f"{path}: no caption column {column or list(CAPTION_KEYS)} among {names}; pass --column <name>.")
-    for batch in pq.ParquetFile(path).iter_batches(columns=[chosen]):
+    for batch in pq.ParquetFile(path).iter_batches(columns=[chosen], batch_size=4096):
         for value in batch.column(0).to_pylist():
             if isinstance(value, str) and value.strip():
                 yield value
             else:
-                skipped["no_caption"] += 1
+                captions.skipped["no_caption"] += 1
 
 
-def _read_jsonl(path: str, column: str | None, skipped: Counter) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for line in f:
+def _read_jsonl(path: str, captions: Captions) -> Iterator[str]:
+    with open(path, "rb") as f:
+        for line in _lines(f, captions.limits.max_line_bytes, captions.skipped):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except ValueError:
-                skipped["malformed_json"] += 1
+            except (ValueError, RecursionError):
+                captions.skipped["malformed_json"] += 1
                 continue
-            found = _caption_of(record, column) if isinstance(record, dict) else []
+            found = _caption_of(record, captions.column) if isinstance(record, dict) else []
             if not found:
-                skipped["no_caption"] += 1
+                captions.skipped["no_caption"] += 1
             yield from found
 
 
-def _read_txt(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        yield from (line.strip() for line in f if line.strip())
+def _read_txt(path: str, captions: Captions) -> Iterator[str]:
+    with open(path, "rb") as f:
+        yield from (line.strip() for line in _lines(f, captions.limits.max_line_bytes, captions.skipped) if line.strip())
 
 
 def _files(source: str) -> list[str]:
@@ -186,14 +266,14 @@ def _files(source: str) -> list[str]:
     return expand_urls(source, key="contamination captions")
 
 
-def read_captions(sources: Iterable[str], column: str | None = None) -> Captions:
+def read_captions(sources: Iterable[str], column: str | None = None, limits: Limits | None = None) -> Captions:
     """The captions of the sources, in order (see the module docstring for the formats); files are listed and
     checked here, captions are read as the result is iterated."""
     files = [f for source in sources for f in _files(source)]
     for f in files:
         if Path(f).suffix not in FORMATS:
             raise ConfigError(f"{f}: not a caption file this check reads ({sorted(FORMATS)}).")
-    return Captions(files, column)
+    return Captions(files, column, limits or Limits())
 
 
 # ------------------------------------------------------------------------------------------ matching
@@ -259,6 +339,8 @@ def format_report(report: dict, skipped: Counter, files: int) -> str:
                      + (", ".join(f"{t} {c}" for t, c in r["tags"].items()) or "none"))
         for e in r["examples"]:
             lines.append(f"      {e['caption']!r} → {e['prompt']!r} ({e['tag']})")
+    for entry in report.get("unreadable_files", []):
+        lines.append(f"  unreadable {entry['file']}: {entry['reason']}")
     lines.append(f"  total      {report['contaminated_captions']} captions ({report['contaminated_captions'] / n:.2%}); "
                  f"{report['prompts_hit']} of {report['geneval_prompts']} prompts appear in training: "
                  + (", ".join(f"{t} {c}" for t, c in report["prompts_hit_by_tag"].items()) or "none"))
@@ -282,6 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"contamination: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     report["skipped"] = dict(captions.skipped)
+    report["unreadable_files"] = [{"file": f, "reason": why} for f, why in captions.unreadable]
     print(format_report(report, captions.skipped, len(captions.files)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_subdir
-from mingexp.utils import save_tensors
+from mingexp.io.tensors import read_tensors, save_tensors
 from mingexp.models.lora import ADAPTER as LORA_ADAPTER
 
 ADAPTER_WEIGHTS = "adapter.safetensors"  # the adapter's own parameters, beside the library's folder
@@ -72,7 +71,7 @@ class Denoiser(nn.Module):
         transformer, folder = cls.load_library(path, subfolder, config, gradient_checkpointing)
         denoiser = cls(transformer)
         if folder is not None and (folder / ADAPTER_WEIGHTS).is_file():
-            denoiser.load_adapter_state(load_file(str(folder / ADAPTER_WEIGHTS)))
+            denoiser.load_adapter_state(read_tensors(folder / ADAPTER_WEIGHTS), str(folder / ADAPTER_WEIGHTS))
         return denoiser
 
     @classmethod
@@ -164,10 +163,16 @@ class Denoiser(nn.Module):
         """The adapter's own parameters (not the library model's), e.g. a pooled-vector projection."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("transformer.")}
 
-    def load_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        expected = set(self.adapter_state())
-        if set(state) != expected:
-            raise ConfigError(f"{ADAPTER_WEIGHTS}: keys {sorted(state)} do not match the {self.family} adapter's {sorted(expected)}.")
+    def load_adapter_state(self, state: Mapping[str, torch.Tensor], where: str = ADAPTER_WEIGHTS) -> None:
+        """The adapter's own weights from ``where`` (a file): every key placed, none unknown, shapes equal."""
+        own = self.adapter_state()
+        missing, unknown = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        wrong = [f"{k} is {list(state[k].shape)}, the model's {list(own[k].shape)}" for k in sorted(set(own) & set(state))
+                 if tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unknown or wrong:
+            raise ConfigError(f"{where}: the {self.family} adapter's weights do not match: "
+                              + "; ".join(filter(None, [f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
+                                                        f"shapes differ: {'; '.join(wrong)}" if wrong else ""])) + ".")
         self.load_state_dict(dict(state), strict=False)
 
     def save_pretrained(self, folder: str | Path, lora: str = "merged") -> None:

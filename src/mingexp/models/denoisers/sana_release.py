@@ -66,7 +66,7 @@ class ReleasedSanaDenoiser(SanaDenoiser):
             raise ConfigError(f"{source}: the caption MLP outputs {out} channels but the SANA at model.dit.path has caption_channels={caption}: "
                               "point model.dit.path and model.dit.head at one release.")
         denoiser = cls(transformer, int(width), int(hidden))
-        denoiser.load_adapter_state(state)
+        denoiser.load_adapter_state(state, str(source))
         return denoiser
 
     @property

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mingexp.errors import ConfigError
+from mingexp.io.tensors import load_exact
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMProcessor
 from mingexp.models.release.processor import ReleasedProcessor
@@ -102,7 +103,8 @@ def load_released_mllm(
                                               attn_implementation=attn_implementation)
     width = causal.config.hidden_size
     projector = nn.Sequential(nn.Linear(vit.config.out_hidden_size, width), nn.GELU(), nn.Linear(width, width))
-    projector.load_state_dict(read_group(path, "linear_proj."), strict=True)
+    load_exact(projector, read_group(path, "linear_proj."), str(release_part(path, "mlp")), lambda k: f"linear_proj.{k}",
+               fix="It is not the released Ming-Lite-Uni mlp file, or the download is incomplete.")
     projector.to(torch_dtype)
     if len(proc.tokenizer) > causal.config.vocab_size:
         raise ConfigError(f"{path}: the tokenizer with the release's tokens has {len(proc.tokenizer)} ids but the LM's vocabulary "

@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
-
 from mingexp.errors import ConfigError
+from mingexp.io.tensors import read_tensors
 from mingexp.models.unified import UnifiedModel, build_model
 
 MLP_FILE = "mlp/model.safetensors"
@@ -63,9 +61,9 @@ def key_map(scales: Sequence[int]) -> dict[str, str]:
 
 
 def read_prefixed(file: str | Path, prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file whose keys start with ``prefix`` (kept), reading only those."""
-    with safe_open(str(file), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    """The tensors of a safetensors file whose keys start with ``prefix`` (kept), reading only those; errors name
+    the file."""
+    return read_tensors(file, prefix, fix=f"Download the release again ({DOWNLOAD}).")
 
 
 def read_group(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -87,7 +85,7 @@ def vision_config(path: str | Path):
 def released_state(path: str | Path, model: torch.nn.Module, scales: Sequence[int]) -> dict[str, torch.Tensor]:
     """``mlp/model.safetensors`` renamed to ``model``'s keys, after checking names and shapes both ways."""
     file = release_part(path, "mlp")
-    released = load_file(str(file))
+    released = read_tensors(file, fix=f"Download the release again ({DOWNLOAD}).")
     table = key_map(scales)
     unknown = sorted(set(released) - set(table))
     missing = sorted(set(table) - set(released))
