@@ -25,18 +25,16 @@ import torch
 from mingexp.lit.memory import GIB, PartCost, counts, estimate, table
 from mingexp.models.connector import Connector
 from mingexp.models.denoisers.sana_release import ReleasedSanaDenoiser
+from mingexp.models import public
 from mingexp.models.lora import DIT_TARGETS, QWEN2_TARGETS, LoRA
 from mingexp.models.queries import build_layout
 from mingexp.models.release.mllm import ProjectedVision
 
-SANA_1600M_512 = dict(in_channels=32, out_channels=32, num_attention_heads=70, attention_head_dim=32, num_layers=20,
-                      num_cross_attention_heads=20, cross_attention_head_dim=112, cross_attention_dim=2240, caption_channels=2304,
-                      mlp_ratio=2.5, sample_size=16, patch_size=1)
-QWEN25_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864, vocab_size=1)
-QWEN25_VL_7B_TEXT = dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944,
-                         vocab_size=152064, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]})
-QWEN25_VL_7B_VISION = dict(depth=32, hidden_size=1280, out_hidden_size=3584, intermediate_size=3420, num_heads=16, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+# the published configs shipped with mingexp (mingexp/public_configs, provenance in its SOURCES.md)
+SANA_1600M_512 = public.public_config("Sana_1600M_512px_diffusers/transformer")
+QWEN25_05B = {**public.public_config("Qwen2.5-0.5B"), "vocab_size": 1, "bos_token_id": None, "eos_token_id": None}  # fed embeddings: no table
+QWEN25_VL_7B = public.public_config("Qwen2.5-VL-7B-Instruct")
+DCAE = public.public_config("Sana_1600M_512px_diffusers/vae")
 SCALES = (4, 8, 16)
 RELEASED_VISION_OUT, RELEASED_HEAD_HIDDEN = 8192, 2048  # UPSTREAM.md §7: qwen2_5_vit/ merger and mlp.fc1
 
@@ -45,13 +43,13 @@ def real_parts(lora: LoRA | None, gradient_checkpointing: bool = True, release: 
     from diffusers import AutoencoderDC, SanaTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Config, Qwen2Model
 
-    d = QWEN25_VL_7B_TEXT["hidden_size"]
-    vision = {**QWEN25_VL_7B_VISION, "out_hidden_size": RELEASED_VISION_OUT} if release else QWEN25_VL_7B_VISION
+    d = QWEN25_VL_7B["hidden_size"]
+    vl = {**QWEN25_VL_7B, "vision_config": {**QWEN25_VL_7B["vision_config"], "out_hidden_size": RELEASED_VISION_OUT}} if release else QWEN25_VL_7B
     with torch.device("meta"):
-        mllm = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=QWEN25_VL_7B_TEXT, vision_config=vision))
+        mllm = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**vl))
         stack = Qwen2Model(Qwen2Config(**QWEN25_05B))
         stack.embed_tokens = None  # fed embeddings, as Connector.build does
-        dit = SanaTransformer2DModel(**SANA_1600M_512)
+        dit = SanaTransformer2DModel.from_config({k: v for k, v in SANA_1600M_512.items() if not k.startswith("_")})
         if release:  # the released glue around the same parts
             projector = torch.nn.Sequential(torch.nn.Linear(RELEASED_VISION_OUT, d), torch.nn.GELU(), torch.nn.Linear(d, d))
             mllm.model.visual = ProjectedVision(mllm.model.visual, projector)
@@ -59,7 +57,7 @@ def real_parts(lora: LoRA | None, gradient_checkpointing: bool = True, release: 
             dit = ReleasedSanaDenoiser(dit, d, RELEASED_HEAD_HIDDEN)
         else:
             connector = Connector(d, SANA_1600M_512["caption_channels"], stack, build_layout(SCALES))
-        vae = AutoencoderDC()  # diffusers' default is SANA's f32c32
+        vae = AutoencoderDC.from_config({k: v for k, v in DCAE.items() if not k.startswith("_")})
     mllm.requires_grad_(False)
     vae.requires_grad_(False)
     library = dit.transformer if release else dit

@@ -126,7 +126,8 @@ def test_qwen2_vl_is_accepted_through_the_same_path(tmp_path):
 
 
 def test_pickled_weights_are_never_loaded(tmp_path):
-    """A checkpoint holding only pytorch_model.bin (pickle) is refused: safetensors only."""
+    """A checkpoint holding only pytorch_model.bin (pickle) is refused before the library is called, naming the file
+    found and the one-line conversion: safetensors only."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from mingexp.models.connector import Connector
@@ -136,5 +137,5 @@ def test_pickled_weights_are_never_loaded(tmp_path):
     folder = tmp_path / "pickled"
     model.config.save_pretrained(folder)
     torch.save(model.state_dict(), folder / "pytorch_model.bin")  # a legacy pickled checkpoint
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match=r"model.connector: .*pickled holds only pickled weights \(pytorch_model.bin\).*save_file\(torch.load"):
         Connector.build(in_width=8, out_width=8, layout=build_layout([2]), path=tmp_path / "pickled")

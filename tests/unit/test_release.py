@@ -84,7 +84,7 @@ def test_pickled_weights_are_refused(tiny_dir, tmp_path):
     llm = folder / "qwen2_5_llm"
     torch.save(load_file(str(llm / "model.safetensors")), llm / "pytorch_model.bin")
     (llm / "model.safetensors").unlink()
-    with pytest.raises(OSError, match="model.safetensors"):
+    with pytest.raises(ConfigError, match=r"the released LM \(qwen2_5_llm/\): .*holds only pickled weights \(pytorch_model.bin\)"):
         load_released_mllm(folder)
 
 
@@ -162,8 +162,12 @@ def test_generation_is_one_batched_deterministic_pass_with_the_released_null(rel
     b = generate(released, prompts[1:2], seeds[1:2], batch_size=1)
     size = released.default_size()
     assert [im.size for im in a] == [(size, size)] * 3
-    assert np.array_equal(np.asarray(a[0]), np.asarray(a[2]))  # same prompt and seed: the same image
-    assert np.array_equal(np.asarray(a[1]), np.asarray(b[0]))  # batch-independent
+    # same prompt and seed: the same image; batch-independent. At 512 px through the DC-AE's 6 stages the CPU's
+    # kernels tile a row's pixels differently by its place in the batch: a last-bit float difference rounds a few
+    # pixels one level apart (measured: 7 of 262 144 pixels), so "the same" is one level on 0.1 % of pixels
+    for x, y in ((a[0], a[2]), (a[1], b[0])):
+        diff = np.abs(np.asarray(x).astype(int) - np.asarray(y).astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
     cond = released.encode(released.mllm.processor(["a red circle"])).tokens
     assert cond.shape == (1, 256, released.mllm.hidden_size)  # the 16×16 scale only, at the MLLM width
     assert torch.allclose(cond.norm(dim=-1), torch.ones(1, 256), atol=1e-5)  # L2-normalised, as released
@@ -175,7 +179,7 @@ def test_generation_is_one_batched_deterministic_pass_with_the_released_null(rel
 def test_another_scale_can_be_sampled(tiny_dir):
     model = instantiate(compose_cfg(tiny_dir, *release(tiny_dir), "model.connector.dit_tokens=8", small=False).model).eval()
     assert model.encode(model.mllm.processor(["a red circle"])).tokens.shape[1] == 64
-    assert generate(model, ["a red circle"], [0])[0].size == (32, 32)
+    assert generate(model, ["a red circle"], [0])[0].size == (model.default_size(),) * 2
 
 
 @torch.no_grad()
@@ -183,7 +187,8 @@ def test_edit_and_chat_run_through_the_released_mllm(released):
     source = Image.new("RGB", (40, 40), "red")
     edited = generate(released, ["make it blue"], [0], images=[[source]])
     plain = generate(released, ["make it blue"], [0])
-    assert np.asarray(edited[0]).shape == (32, 32, 3) and not np.array_equal(np.asarray(edited[0]), np.asarray(plain[0]))
+    size = released.default_size()
+    assert np.asarray(edited[0]).shape == (size, size, 3) and not np.array_equal(np.asarray(edited[0]), np.asarray(plain[0]))
     answer = released.chat(source, "what colour is it?", max_new_tokens=4)
     assert isinstance(answer, str)
     inputs = released.mllm.processor(["what colour is it?"], [[source]], prompt_format="chat")

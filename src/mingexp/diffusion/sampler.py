@@ -12,12 +12,17 @@ instruction dropped), three branches run as one forward: null, image-only and im
 
     v = v_u + w_I·(v_I − v_u) + w·(v_c − v_I)
 
-A fresh scheduler is made per call (schedulers carry a step index), so samplers share no state.
+A fresh scheduler is made per call (schedulers carry a step index), so samplers share no state. Its config
+is the sampler's one state: built from ``shift`` / ``num_train_timesteps``, or read from a scheduler folder the
+way upstream reads the release's (``FlowMatchEulerDiscreteScheduler.from_pretrained(<folder>/scheduler)``:
+whatever that class takes from the file, its defaults for the rest), with ``shift`` / ``num_train_timesteps``
+then overriding the folder's values (and saying so when they differ).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -32,19 +37,45 @@ class FlowSampler:
     Args:
         steps: number of denoising steps.
         guidance_scale: w; 1 disables guidance (and the unconditional branch).
-        shift: the scheduler's timestep shift (SANA uses 3 at 512 px with its DPM solver; 1 = none).
+        shift: the scheduler's timestep shift (1 = none); with ``scheduler`` an override of the folder's (None: the
+            folder's; without a folder None is 1).
+        num_train_timesteps: the scheduler's timestep range (None: the folder's, else 1000); the denoiser's
+            timestep is σ · this (:meth:`~mingexp.models.denoisers.base.Denoiser.timestep`).
+        scheduler: a diffusers scheduler folder (``scheduler_config.json``), read by
+            ``FlowMatchEulerDiscreteScheduler.from_pretrained`` as upstream reads the release's.
     """
 
-    def __init__(self, steps: int = 30, guidance_scale: float = 5.0, shift: float = 1.0, num_train_timesteps: int = 1000) -> None:
-        if steps < 1:
-            raise ConfigError(f"model.sampler.steps={steps}: must be ≥ 1.")
-        self.steps, self.guidance_scale, self.shift = int(steps), float(guidance_scale), float(shift)
-        self.num_train_timesteps = int(num_train_timesteps)
-
-    def scheduler(self):
+    def __init__(self, steps: int = 30, guidance_scale: float = 5.0, shift: float | None = None, num_train_timesteps: int | None = None,
+                 scheduler: str | Path | None = None) -> None:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.num_train_timesteps, shift=self.shift)
+        if steps < 1:
+            raise ConfigError(f"model.sampler.steps={steps}: must be ≥ 1.")
+        self.steps, self.guidance_scale = int(steps), float(guidance_scale)
+        base: dict[str, Any] = {}
+        if scheduler is not None:
+            folder = Path(str(scheduler))
+            if not (folder / "scheduler_config.json").is_file():
+                raise ConfigError(f"model.sampler.scheduler={scheduler}: no scheduler_config.json there; pass a diffusers scheduler folder "
+                                  "(a release's or an export's scheduler/) or null.")
+            base = dict(FlowMatchEulerDiscreteScheduler.from_pretrained(str(folder)).config)
+        overrides = {k: v for k, v in (("shift", shift), ("num_train_timesteps", num_train_timesteps)) if v is not None}
+        for key, value in overrides.items():
+            if key in base and float(base[key]) != float(value):
+                print(f"[mingexp] model.sampler.{key}={value} overrides {scheduler}'s {key}={base[key]} (set it to null to sample as "
+                      "the folder says).", flush=True)
+        self.config = FlowMatchEulerDiscreteScheduler.from_config({**base, **overrides}).config
+        if self.config.get("use_dynamic_shifting"):
+            raise ConfigError(f"model.sampler: the scheduler config ({scheduler or 'given'}) sets use_dynamic_shifting, which needs a "
+                              "resolution-dependent mu that neither upstream's SANA pipeline nor mingexp passes; set it false "
+                              "(and a fixed shift).")
+        self.shift, self.num_train_timesteps = float(self.config["shift"]), int(self.config["num_train_timesteps"])
+
+    def scheduler(self):
+        """A fresh scheduler (schedulers carry a step index) of the sampler's config."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler.from_config(self.config)
 
     @torch.no_grad()
     def __call__(

@@ -13,7 +13,16 @@ from hydra.utils import get_class
 
 from mingexp.models.denoisers.base import denoiser_class
 
-QWEN2_LAYERS = ("transformers.models.qwen2.modeling_qwen2.Qwen2DecoderLayer",)
+# The connector's Qwen2 layers, and the MLLM's: Qwen2.5-VL / Qwen2-VL name their text layers (and vision blocks)
+# with classes of their own, which a Qwen2DecoderLayer-only policy would leave unwrapped (python -m mingexp.doctor
+# counts what each class matches)
+QWEN2_LAYERS = (
+    "transformers.models.qwen2.modeling_qwen2.Qwen2DecoderLayer",
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.Qwen2_5_VLDecoderLayer",
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.Qwen2_5_VLVisionBlock",
+    "transformers.models.qwen2_vl.modeling_qwen2_vl.Qwen2VLDecoderLayer",
+    "transformers.models.qwen2_vl.modeling_qwen2_vl.Qwen2VLVisionBlock",
+)
 
 
 def wrap_policy(denoiser: str, extra: Sequence[str] = QWEN2_LAYERS):

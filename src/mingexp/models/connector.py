@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_dir
+from mingexp.io.pretrained import load_pretrained
 from mingexp.models.queries import QueryLayout
 
 CONNECTOR_MODES = ("joint", "per_scale")
@@ -171,7 +172,10 @@ class Connector(nn.Module):
             raise ConfigError("give exactly one of model.connector.path (a Qwen2 checkpoint) or model.connector.config (a Qwen2 config dict).")
         if path is not None:
             folder = checkpoint_dir(path, "model.connector.path", "a Qwen2 checkpoint")
-            transformer = Qwen2Model.from_pretrained(str(folder), attn_implementation=attn_implementation, use_safetensors=True)
+            # trainable: fp32 master weights whatever the checkpoint stores (a bf16 Qwen2.5-0.5B too); every tensor checked,
+            # a causal LM's head left unused (mingexp.io.pretrained)
+            transformer = load_pretrained(Qwen2Model.from_pretrained, folder, "model.connector", ignore=(r"^lm_head\.",),
+                                          attn_implementation=attn_implementation, dtype=torch.float32)
         else:
             cfg = dict(config)
             cfg.setdefault("vocab_size", 1)  # the connector is fed embeddings; the table is dropped below

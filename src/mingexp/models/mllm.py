@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_dir
+from mingexp.io.pretrained import load_pretrained
 from mingexp.models.processor import MLLMInputs, MLLMProcessor
 from mingexp.utils import resolve_dtype
 
@@ -87,12 +88,13 @@ class FrozenMLLM(nn.Module):
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         if config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(f"model.mllm.path={path} holds a '{config.model_type}' model; supported: {SUPPORTED_MODEL_TYPES}.")
-        model = AutoModelForImageTextToText.from_pretrained(
-            str(folder),
+        model = load_pretrained(  # safetensors only, every tensor checked (mingexp.io.pretrained)
+            AutoModelForImageTextToText.from_pretrained,
+            folder,
+            "model.mllm",
             dtype=resolve_dtype(dtype, "model.mllm.dtype"),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
-            use_safetensors=True,  # never unpickle weights
         )
         return cls(model, processor(folder), layer=layer, prefix_cache=prefix_cache)
 

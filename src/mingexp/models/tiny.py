@@ -243,6 +243,40 @@ TINY_DCAE = dict(
 )
 
 
+# DC-AE's geometry at tiny widths: six stages, factor 32 (the release's f32c32), so SANA's resolution bins (which
+# assume factor 32) hold as they do at real size: a sample_size-16 SANA denoises at 512 px
+TINY_DCAE_F32 = dict(
+    in_channels=3,
+    latent_channels=8,
+    attention_head_dim=8,
+    encoder_block_types=("ResBlock",) * 5 + ("EfficientViTBlock",),
+    decoder_block_types=("ResBlock",) * 5 + ("EfficientViTBlock",),
+    encoder_block_out_channels=(4, 8, 8, 16, 16, 32),
+    decoder_block_out_channels=(4, 8, 8, 16, 16, 32),
+    encoder_layers_per_block=(1,) * 6,
+    decoder_layers_per_block=(1,) * 6,
+    encoder_qkv_multiscales=((),) * 5 + ((5,),),
+    decoder_qkv_multiscales=((),) * 5 + ((5,),),
+    decoder_norm_types="rms_norm",
+    decoder_act_fns="silu",
+    scaling_factor=0.41407,  # DC-AE f32c32's
+)
+RELEASED_SCHEDULER_SHIFT = 3.0  # not the class default (1.0): a loader that ignores scheduler/ samples visibly otherwise
+
+
+def upstream_lm_config(config) -> dict:
+    """A transformers Qwen2 config as upstream's ``qwen2_5_llm/config.json`` holds it: written by transformers 4.46 from
+    upstream's ``Qwen2ForCausalLM`` (``modeling_qwen2_native.py``), whose constructor reads ``use_llm_3drope``,
+    ``audio_vocab_size`` and ``audio_id_shift`` and, with 3-D RoPE on, writes ``rope_scaling={"type": "mrope", ...}``."""
+    raw = config.to_dict()
+    rope = raw.pop("rope_parameters", None) or {}
+    raw.pop("dtype", None)
+    raw.update(rope_theta=float(rope.get("rope_theta", 1_000_000.0)), rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+               use_llm_3drope=True, audio_vocab_size=4099, audio_id_shift=151699, torch_dtype="float32", transformers_version="4.46.3",
+               architectures=["Qwen2ForCausalLM"], model_type="qwen2")
+    return raw
+
+
 def _write_decoder(out: str | Path, transformer: str, transformer_kwargs: dict, vae: str, vae_kwargs: dict, seed: int) -> Path:
     """A diffusers pipeline folder's ``transformer/`` and ``vae/`` (the hub layout), from library class names."""
     import diffusers
@@ -337,9 +371,16 @@ def write_tiny_release(out: str | Path, hidden_size: int = 128, vision_out: int 
     The LM keeps the release's head_dim of 128 (one head of width 128), so upstream's hard-coded M-RoPE split
     (16, 24, 24) applies as it is; the vision merger outputs ``vision_out`` (the release: 8192, wider than the
     LM) and the projector maps it down; the query tokens and the caption MLP have the released shapes at these
-    widths; ``scheduler/`` is the shipped DPM-solver config (flow sigmas, flow_shift 3).
+    widths. What upstream's own code writes and reads, not mingexp's reading of it:
+
+    * ``qwen2_5_llm/config.json`` as upstream's ``Qwen2ForCausalLM`` leaves it (:func:`upstream_lm_config`: the 3-D
+      RoPE switch, the audio keys, ``rope_scaling`` of type ``mrope``), which stock transformers cannot read as is;
+    * ``scheduler/`` a ``FlowMatchEulerDiscreteScheduler`` config with a non-default shift (3), which upstream's
+      ``from_pretrained`` of that class honours;
+    * SANA with ``sample_size`` 16 over a factor-32 DC-AE: 512-px native, so any other requested size goes through
+      the resolution bins and a resize, as in upstream's pipeline.
     """
-    from diffusers import DPMSolverMultistepScheduler
+    from diffusers import FlowMatchEulerDiscreteScheduler
     from safetensors.torch import save_file
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
@@ -358,13 +399,15 @@ def write_tiny_release(out: str | Path, hidden_size: int = 128, vision_out: int 
         # qwen2_5_llm/: the base tokenizer (the release's tokens are added at load time) + a Qwen2 causal LM
         tok = write_tiny_tokenizer(out / "qwen2_5_llm")
         vocab = len(tok) + 64  # room for the 34 protocol tokens, as Qwen2.5's 152064 rows leave room
-        Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=2,
-                                     num_attention_heads=1, num_key_value_heads=1, tie_word_embeddings=False, rope_theta=1_000_000.0,
-                                     bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(str(out / "qwen2_5_llm"))
+        lm_config = Qwen2Config(vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=2,
+                                num_attention_heads=1, num_key_value_heads=1, tie_word_embeddings=False, rope_theta=1_000_000.0,
+                                bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        Qwen2ForCausalLM(lm_config).save_pretrained(str(out / "qwen2_5_llm"))
+        (out / "qwen2_5_llm" / "config.json").write_text(json.dumps(upstream_lm_config(lm_config), indent=1))
         write_tiny_qwen2(out / "connector", hidden_size=connector_hidden, seed=seed)
-        # SANA's 16×16 latent grid, as the release's at 512 px (here 32 px through the tiny DC-AE)
-        _write_decoder(out, "SanaTransformer2DModel", {**TINY_SANA, "sample_size": 16}, "AutoencoderDC", TINY_DCAE, seed)
-    DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction").save_pretrained(str(out / "scheduler"))
+        # SANA's 16×16 latent grid over a factor-32 DC-AE: 512 px, as the release's
+        _write_decoder(out, "SanaTransformer2DModel", {**TINY_SANA, "sample_size": 16}, "AutoencoderDC", TINY_DCAE_F32, seed)
+    FlowMatchEulerDiscreteScheduler(shift=RELEASED_SCHEDULER_SHIFT).save_pretrained(str(out / "scheduler"))
 
     # mlp/model.safetensors: the glue, under the released key names (mingexp.models.release.weights)
     def linear(name: str, n_in: int, n_out: int) -> dict[str, torch.Tensor]:

@@ -227,19 +227,27 @@ class UnifiedModel(nn.Module):
         Prompts to images with seeds: :func:`mingexp.models.generation.generate`.
         """
         f, m = self.vae.spatial_factor, self.spec().multiple
-        if height % m or width % m:
-            raise ValueError(f"height and width must be multiples of {m} (VAE factor {f} × DiT patch {self.dit.patch_size}); got {height}×{width}.")
+        # the size the denoiser samples at: as asked, or its native bin (SANA's resolution binning), resized back below
+        size = self.dit.sampling_size(height, width)
+        if size[0] % m or size[1] % m:
+            raise ValueError(f"height and width must be multiples of {m} (VAE factor {f} × DiT patch {self.dit.patch_size}); "
+                             f"got {size[0]}×{size[1]}.")
         cond = self.encode(inputs).tokens
         w = self.sampler.guidance_scale if guidance_scale is None else guidance_scale
         if null is None and w != 1.0:
             null = self.null_tokens(cond)
-        shape = (cond.shape[0], self.dit.in_channels, height // f, width // f)
+        shape = (cond.shape[0], self.dit.in_channels, size[0] // f, size[1] // f)
         image_cond = self.encode(image_inputs).tokens if image_inputs is not None and image_guidance_scale is not None else None
         if image_cond is not None and null is None:
             null = self.null_tokens(cond)
         latents = self.sampler(self.denoise, cond, null, shape, generator=generator, steps=steps, guidance_scale=w,
                                image_cond=image_cond, image_guidance_scale=image_guidance_scale, progress=progress)
-        return ((self.vae.decode(latents).float() + 1) / 2).clamp(0, 1)
+        decoded = self.vae.decode(latents).float()
+        if tuple(size) != (height, width):  # diffusers' SanaPipeline: resized and centre-cropped in [-1, 1], before the clamp
+            from diffusers.image_processor import PixArtImageProcessor
+
+            decoded = PixArtImageProcessor.resize_and_crop_tensor(decoded, int(width), int(height))
+        return ((decoded + 1) / 2).clamp(0, 1)
 
     # ----------------------------------------------------------- understanding
     def chat(self, images, text: str, max_new_tokens: int = 64, **kwargs) -> str:
@@ -314,6 +322,8 @@ def build_model(
                 "point model.dit and model.vae at matching checkpoints (or fix model.dit.config)."
             )
     d_mllm = mllm.hidden_size
+    # the denoiser's timestep is σ · the sampler's scheduler range (its config owns the value)
+    dit.num_train_timesteps = sampler.num_train_timesteps
     # The parts built here get their own seeded RNG, so their init does not depend on what was built before
     # and the caller's RNG is left untouched.
     with torch.random.fork_rng(devices=[]):
@@ -337,4 +347,11 @@ def build_model(
         # 5. LoRA adapters (seeded with the rest), the parts they sit in frozen
         if lora is not None:
             lora.apply(model)
+    # 6. what trains holds fp32 master weights, whatever its checkpoint stores (the optimizer updates these; bf16
+    #    compute is the trainer's precision setting, applied from outside)
+    low = {part: sorted({str(p.dtype) for p in params if p.dtype != torch.float32}) for part, params in model.param_groups().items()}
+    low = {part: dtypes for part, dtypes in low.items() if dtypes}
+    if low:
+        raise ConfigError(f"trainable parts must hold float32 weights, but {low} do; load them with dtype=float32 "
+                          "(mixed precision is trainer.precision's).")
     return model

@@ -16,7 +16,10 @@ import torch
 from torch import nn
 
 from mingexp.errors import checkpoint_subdir
+from mingexp.io.pretrained import load_pretrained
 from mingexp.utils import resolve_dtype
+
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 class PixelSpace(nn.Module):
@@ -53,8 +56,9 @@ class FrozenAutoencoder(nn.Module):
         import diffusers
 
         folder = checkpoint_subdir(path, subfolder, "model.vae", f"a diffusers {cls.library_class}")
-        ae = getattr(diffusers, cls.library_class).from_pretrained(str(folder), torch_dtype=resolve_dtype(dtype, "model.vae.dtype"),
-                                                                    use_safetensors=True)
+        # frozen: loaded in its configured dtype, every tensor checked (mingexp.io.pretrained)
+        ae = load_pretrained(getattr(diffusers, cls.library_class).from_pretrained, folder, "model.vae", target=DIFFUSERS_WEIGHTS,
+                             torch_dtype=resolve_dtype(dtype, "model.vae.dtype"))
         return cls(ae)
 
     def train(self, mode: bool = True) -> "FrozenAutoencoder":

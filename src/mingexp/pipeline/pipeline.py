@@ -8,7 +8,7 @@ Folder layout (written by :meth:`MingUniPipeline.save_pretrained` / ``python -m 
     transformer/              the denoiser: its library's folder (diffusers save_pretrained: SANA, SD3, ...)
                               + adapter.safetensors when the adapter has weights of its own
     vae/                      diffusers AutoencoderDC / AutoencoderKL (absent for a pixel-space toy model)
-    scheduler/                diffusers FlowMatchEulerDiscreteScheduler config (steps, shift)
+    scheduler/                the sampler's diffusers FlowMatchEulerDiscreteScheduler config (what it samples with)
     align.safetensors         the alignment head, when the model has one (unused at inference)
     mllm/                     the frozen MLLM, only when copied (default: referenced by path / hub id)
 
@@ -119,8 +119,6 @@ class MingUniPipeline:
         folder loads as a model without LoRA) or ``separate`` (the DiT's base weights plus its adapter in
         ``transformer/lora/``, peft's format; the model config keeps ``lora`` and loading re-attaches it).
         """
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
         from mingexp.models.lora import without_lora
 
         out = Path(out)
@@ -143,7 +141,9 @@ class MingUniPipeline:
         if hasattr(m.vae, "autoencoder"):
             m.vae.autoencoder.save_pretrained(str(out / "vae"))
             cfg["vae"] = {**cfg["vae"], "path": ".", "subfolder": "vae"}
-        FlowMatchEulerDiscreteScheduler(shift=m.sampler.shift, num_train_timesteps=m.sampler.num_train_timesteps).save_pretrained(str(out / "scheduler"))
+        m.sampler.scheduler().save_pretrained(str(out / "scheduler"))
+        # the sampler reads the folder's scheduler/ (its whole config, not only the shift)
+        cfg["sampler"] = {**cfg["sampler"], "scheduler": "scheduler", "shift": None, "num_train_timesteps": None}
         # 3. the connector is rebuilt from its own config (weights loaded afterwards), never from a path
         connector = {k: v for k, v in cfg["connector"].items() if k != "path"}
         connector["config"] = {k: v for k, v in m.connector.transformer.config.to_diff_dict().items()
@@ -220,6 +220,8 @@ class MingUniPipeline:
         resolved["dit"]["path"] = str(folder)
         if "path" in resolved.get("vae", {}):
             resolved["vae"]["path"] = str(folder)
+        # the sampler's scheduler is this folder's (an export written before it named one: its shift equals the folder's)
+        resolved["sampler"]["scheduler"] = str(folder / "scheduler")
         mllm = mllm_path or resolved["mllm"]["path"]
         resolved["mllm"]["path"] = str(folder / mllm) if index.get("mllm_copied") and not mllm_path else mllm
         if not Path(resolved["mllm"]["path"]).is_dir():

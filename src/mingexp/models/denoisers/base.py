@@ -8,7 +8,9 @@ connector's condition tokens c (B, T, C_cond)::
 Everything family-specific sits in one adapter (a subclass) around the library's own module, kept as
 ``self.transformer`` and loaded with its own ``from_pretrained``:
 
-* the timestep convention (SANA and SD3 read σ·1000, FLUX reads σ): :meth:`timestep`;
+* the timestep convention: :meth:`timestep` (diffusers' flow pipelines: σ · the scheduler's
+  ``num_train_timesteps`` · the transformer config's ``timestep_scale`` where it has one);
+* the size it samples at for a requested size: :meth:`sampling_size` (as asked, or SANA's aspect-ratio bins);
 * the geometry the rest of the model reads: latent channels, patch size, native sample size, condition
   width (:attr:`condition_width`), hidden width;
 * where the alignment tap sits: :attr:`blocks` (the block stack), :meth:`tap_tokens` (a block's output →
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from mingexp.errors import ConfigError, checkpoint_subdir
+from mingexp.io.pretrained import load_pretrained
 from mingexp.io.tensors import read_tensors, save_tensors
 from mingexp.models.lora import ADAPTER as LORA_ADAPTER
 
@@ -51,6 +54,9 @@ class Denoiser(nn.Module):
     family: ClassVar[str] = ""
     library_class: ClassVar[str] = ""
     fsdp_blocks: ClassVar[tuple[str, ...]] = ()
+    # the scheduler's timestep range: σ ↔ t = σ · this. The sampler's scheduler config owns the value;
+    # build_model hands it over (mingexp.models.unified), 1000 otherwise (diffusers' flow schedulers' default)
+    num_train_timesteps: int = 1000
 
     def __init__(self, transformer: nn.Module) -> None:
         super().__init__()
@@ -87,7 +93,9 @@ class Denoiser(nn.Module):
         folder = None
         if path is not None:
             folder = checkpoint_subdir(path, subfolder, "model.dit", f"a diffusers {cls.library_class}")
-            transformer = library.from_pretrained(str(folder), use_safetensors=True)
+            # trainable: fp32 master weights whatever the checkpoint stores; every tensor checked (mingexp.io.pretrained)
+            transformer = load_pretrained(library.from_pretrained, folder, "model.dit", target="diffusion_pytorch_model.safetensors",
+                                          torch_dtype=torch.float32)
         else:
             transformer = library(**dict(config))
         if gradient_checkpointing:
@@ -147,8 +155,15 @@ class Denoiser(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The family's timestep input for noise levels σ (B,); diffusers' flow convention σ·1000 by default."""
-        return sigma * 1000
+        """The family's timestep input for noise levels σ (B,): the scheduler's timestep σ·``num_train_timesteps``,
+        times the transformer config's ``timestep_scale`` where it has one (``SanaPipeline`` multiplies by it; SD3's
+        config has none)."""
+        return sigma * (self.num_train_timesteps * float(self.config.get("timestep_scale", 1.0) or 1.0))
+
+    def sampling_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) in pixels to denoise at for a requested size; the image is then resized to the request
+        (:meth:`~mingexp.models.unified.UnifiedModel.sample`). As asked, by default."""
+        return int(height), int(width)
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """(B, C_lat, h, w) prediction for x_t (B, C_lat, h, w), σ (B,) and condition tokens (B, T, C_cond)."""

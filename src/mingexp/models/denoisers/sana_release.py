@@ -49,7 +49,8 @@ class ReleasedSanaDenoiser(SanaDenoiser):
 
     @classmethod
     def build(cls, path: str | Path | None = None, subfolder: str | None = None, config: Mapping[str, Any] | None = None,
-              gradient_checkpointing: bool = False, head: str | Path | None = None) -> "ReleasedSanaDenoiser":
+              gradient_checkpointing: bool = False, head: str | Path | None = None, resolution_binning: bool = False
+              ) -> "ReleasedSanaDenoiser":
         """``head``: the release's ``mlp/model.safetensors`` (its ``mlp.*`` keys are the MLP); null in an export,
         whose ``adapter.safetensors`` holds it. The MLP's widths are read from those weights."""
         transformer, folder = cls.load_library(path, subfolder, config, gradient_checkpointing)
@@ -67,6 +68,7 @@ class ReleasedSanaDenoiser(SanaDenoiser):
                               "point model.dit.path and model.dit.head at one release.")
         denoiser = cls(transformer, int(width), int(hidden))
         denoiser.load_adapter_state(state, str(source))
+        denoiser.resolution_binning = bool(resolution_binning)
         return denoiser
 
     @property

@@ -17,6 +17,7 @@ positions upstream's copy computes (tested against it in tests/unit/test_release
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from mingexp.errors import ConfigError
+from mingexp.io.pretrained import load_pretrained
 from mingexp.io.tensors import load_exact
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMProcessor
@@ -32,6 +34,7 @@ from mingexp.models.release.weights import read_group, release_part, vision_conf
 from mingexp.utils import resolve_dtype
 
 RELEASED_MROPE_SECTION = (16, 24, 24)  # hard-coded upstream (Qwen2ForCausalLM.__init__ with use_llm_3drope)
+UPSTREAM_LM_KEYS = ("use_llm_3drope", "audio_vocab_size", "audio_id_shift", "spatial_merge_size", "tokens_per_second")
 
 
 class ProjectedVision(nn.Module):
@@ -55,6 +58,42 @@ class ProjectedVision(nn.Module):
         # upstream: image_embeds.float() → linear_proj → F.normalize(dim=-1); normalised in fp32 here
         out.pooler_output = nn.functional.normalize(projected.float(), dim=-1).to(projected.dtype)
         return out
+
+
+def lm_config(path: str | Path):
+    """``qwen2_5_llm/config.json`` as upstream's own ``Qwen2ForCausalLM`` writes and reads it, into transformers'
+    ``Qwen2Config``.
+
+    Upstream's constructor reads ``use_llm_3drope``, ``audio_vocab_size`` and ``audio_id_shift`` from the config and,
+    with 3-D RoPE on (``MingUniInference`` switches it on), sets ``rope_scaling={"type": "mrope", "mrope_section":
+    [16, 24, 24]}``; its rotary embedding then reads that type as ``default`` (``modeling_qwen2_native.py`` 86–92,
+    1013–1022). Stock transformers has no ``mrope`` rope type, so the file is read as data here: ``mrope`` becomes
+    ``default`` with its ``mrope_section`` kept (:func:`text_config` reads it), and the upstream-only keys (3-D RoPE
+    switch, audio vocabulary, which the image model never uses) are set aside. A config without them (a stock
+    Qwen2 one) is read as it is."""
+    from transformers import Qwen2Config
+
+    file = release_part(path, "qwen2_5_llm") / "config.json"
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{file}: not readable JSON ({type(e).__name__}: {e}); download the release again.") from None
+    if not isinstance(raw, dict) or raw.get("model_type", "qwen2") != "qwen2":
+        raise ConfigError(f"{file}: model_type {raw.get('model_type') if isinstance(raw, dict) else raw!r}, expected qwen2 (the released LM).")
+    for key in UPSTREAM_LM_KEYS:
+        raw.pop(key, None)
+    scaling, parameters = raw.pop("rope_scaling", None), raw.pop("rope_parameters", None)
+    rope = scaling or parameters or {}
+    if not isinstance(rope, dict):
+        raise ConfigError(f"{file}: rope_scaling must be a mapping, not {rope!r}.")
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in ("mrope", "default"):
+        raise ConfigError(f"{file}: rope type {kind!r}; the released LM uses M-RoPE (type mrope) or the default rope.")
+    theta = raw.pop("rope_theta", None)
+    rope_parameters = {"rope_type": "default", "rope_theta": float(rope.get("rope_theta", theta if theta is not None else 1_000_000.0))}
+    if rope.get("mrope_section"):
+        rope_parameters["mrope_section"] = list(rope["mrope_section"])
+    return Qwen2Config(**raw, rope_parameters=rope_parameters)
 
 
 def text_config(lm_config):
@@ -96,11 +135,11 @@ def load_released_mllm(
     proc = processor(Path(str(path)))
     ids = {t: proc.tokenizer.convert_tokens_to_ids(t) for t in (proc.image_pad, proc.image_start, proc.image_end, "<video>", "<|im_end|>")}
     # 1. the three pieces, each with its library loader (safetensors only)
-    vit = Qwen2_5_VisionTransformerPretrainedModel.from_pretrained(
-        str(release_part(path, "qwen2_5_vit")), config=vision_config(path), dtype=torch_dtype, attn_implementation=attn_implementation,
-        use_safetensors=True)
-    causal = Qwen2ForCausalLM.from_pretrained(str(release_part(path, "qwen2_5_llm")), dtype=torch_dtype, use_safetensors=True,
-                                              attn_implementation=attn_implementation)
+    vit = load_pretrained(Qwen2_5_VisionTransformerPretrainedModel.from_pretrained, release_part(path, "qwen2_5_vit"),
+                          "the released ViT (qwen2_5_vit/)", config=vision_config(path), dtype=torch_dtype,
+                          attn_implementation=attn_implementation)
+    causal = load_pretrained(Qwen2ForCausalLM.from_pretrained, release_part(path, "qwen2_5_llm"), "the released LM (qwen2_5_llm/)",
+                             config=lm_config(path), dtype=torch_dtype, attn_implementation=attn_implementation)
     width = causal.config.hidden_size
     projector = nn.Sequential(nn.Linear(vit.config.out_hidden_size, width), nn.GELU(), nn.Linear(width, width))
     load_exact(projector, read_group(path, "linear_proj."), str(release_part(path, "mlp")), lambda k: f"linear_proj.{k}",

@@ -3,8 +3,15 @@ key, where it lands, and the strict load.
 
 Upstream loads this file non-strictly, piece by piece (``MingUniInference.load_from_huggingface`` and
 ``sana_loss.SanaModel_withMLP``), so a missing or misnamed key goes unnoticed. Here every key has one place
-in the :class:`~mingexp.models.unified.UnifiedModel` (:func:`key_map`), a key the table does not know is
-refused by name, a key the model needs but the file lacks is named, and a shape that differs names both::
+in the :class:`~mingexp.models.unified.UnifiedModel` (:func:`key_map`), a key the model needs but the file
+lacks is named, and a shape that differs names both. Two kinds of other keys:
+
+* ``sana.*``: upstream's non-strict load into ``SanaModel_withMLP`` (whose ``.sana`` is the transformer) would
+  put them over the transformer's weights from ``transformer/``. They do the same here, each checked to name a
+  transformer tensor of the same shape, and the number that replaced the folder's is printed;
+* anything else: refused by name (upstream would ignore it; here nothing in the file goes unused unsaid).
+
+The known keys::
 
     linear_proj.{0,2}.*           [3584, 8192], [3584, 3584]  mllm …visual.projector.{0,2}.*   (vision projector, GELU between)
     proj_in.*                     [896, 3584]                 connector.proj_in.*
@@ -37,6 +44,8 @@ PARTS = {
 DOWNLOAD = "huggingface-cli download inclusionAI/Ming-Lite-Uni --local-dir <folder>"
 VISION_PROJECTOR = "mllm.model.model.visual.projector"  # FrozenMLLM → Qwen2.5-VL model → its vision tower (release/mllm.py)
 HEAD_LAYERS = ("fc1", "layer_norm1", "fc2", "layer_norm2")
+TRANSFORMER_GROUP = "sana."  # upstream's SanaModel_withMLP.sana: these keys override the transformer's weights
+TRANSFORMER = "dit.transformer."
 
 
 def release_part(path: str | Path, part: str, key: str = "model.path") -> Path:
@@ -87,21 +96,27 @@ def released_state(path: str | Path, model: torch.nn.Module, scales: Sequence[in
     file = release_part(path, "mlp")
     released = read_tensors(file, fix=f"Download the release again ({DOWNLOAD}).")
     table = key_map(scales)
-    unknown = sorted(set(released) - set(table))
+    overrides = {k: TRANSFORMER + k.removeprefix(TRANSFORMER_GROUP) for k in released if k.startswith(TRANSFORMER_GROUP)}
+    unknown = sorted(set(released) - set(table) - set(overrides))
     missing = sorted(set(table) - set(released))
     if unknown or missing:
         raise ConfigError(f"{file}: " + "; ".join(filter(None, [
-            f"unknown key(s) {unknown} (no part of the model takes them)" if unknown else "",
+            f"unknown key(s) {unknown} (no part of the model takes them; upstream's non-strict load would drop them unsaid)" if unknown else "",
             f"missing key(s) {missing}" if missing else "",
-        ])) + f". The released file holds exactly {sorted(table)} for model.queries.scales={list(scales)}.")
+        ])) + f". The released file holds exactly {sorted(table)} for model.queries.scales={list(scales)} (and optionally "
+              f"{TRANSFORMER_GROUP}* transformer tensors).")
     own = model.state_dict()
-    absent = sorted(v for v in table.values() if v not in own)
+    places = {**table, **overrides}
+    absent = sorted(f"{k} → {v}" for k, v in places.items() if v not in own)
     if absent:
-        raise ConfigError(f"{file}: the model has no {absent}; build it with the release preset (model=ming_lite_uni_release).")
-    wrong = [f"{k} is {list(released[k].shape)} but {v} is {list(own[v].shape)}" for k, v in table.items() if released[k].shape != own[v].shape]
+        raise ConfigError(f"{file}: the model has no place for {absent[:6]}; build it with the release preset (model=ming_lite_uni_release).")
+    wrong = [f"{k} is {list(released[k].shape)} but {v} is {list(own[v].shape)}" for k, v in places.items() if released[k].shape != own[v].shape]
     if wrong:
-        raise ConfigError(f"{file}: shapes differ: {'; '.join(wrong)}. Point model.path and the parts at one release.")
-    return {v: released[k] for k, v in table.items()}
+        raise ConfigError(f"{file}: shapes differ: {'; '.join(wrong[:6])}. Point model.path and the parts at one release.")
+    if overrides:
+        print(f"[mingexp] {file}: {len(overrides)} {TRANSFORMER_GROUP}* tensor(s) replace the transformer's from transformer/ "
+              "(as upstream's non-strict load of this file does).", flush=True)
+    return {v: released[k] for k, v in places.items()}
 
 
 def build_released(path: str, **parts: Any) -> UnifiedModel:
