@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "src" / "mingexp" / "conf")
 
 # Each decoder family's toy size (conf/model/dit/toy/<family>.yaml), shrunk: 2 blocks of width 32, condition
 # width 24, 8×8 patches of 4 px at 32 px (the shapes world is refused below 32 px: shapes.MIN_MODEL_RESOLUTION).

@@ -1,4 +1,4 @@
-"""An interactive terminal session with an exported pipeline: generate, edit, ask, undo, save.
+"""An interactive terminal session with an export folder or a run's checkpoint: generate, edit, ask, undo, save.
 
     python -m mingexp.chat model=exports/toy [out=outputs/chat] [steps=20] [seed=0]
 
@@ -15,21 +15,21 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
-from mingexp.cli_args import boolean, parse
+from mingexp.cli_args import REQUIRED, Opt, boolean, parse
 
 SPEC = {
-    "model": (str, ...),
-    "out": (str, None),
-    "steps": (int, None),
-    "guidance_scale": (float, None),
-    "seed": (int, 0),
-    "device": (str, "cpu"),
-    "dtype": (str, None),
-    "mllm_path": (str, None),
-    "max_prompt_tokens": (int, None),  # default: what the MLLM's positions leave (MingUniPipeline.prompt_cap)
+    "model": Opt(str, REQUIRED, "an export folder (python -m mingexp.export) or a run's checkpoints/last.ckpt", positional=True),
+    "out": Opt(str, None, "the session's folder (default: outputs/chat/<time>)"),
+    "steps": Opt(int, None, "sampler steps (default: the model's)"),
+    "guidance_scale": Opt(float, None, "classifier-free guidance (default: the model's)"),
+    "seed": Opt(int, 0, "every turn's seed"),
+    "device": Opt(str, "cpu", "cpu | cuda"),
+    "dtype": Opt(str, None, "cast every part, e.g. bf16 on a GPU (default: as saved)"),
+    "mllm_path": Opt(str, None, "the frozen MLLM's folder, when not where the export references it"),
+    "max_prompt_tokens": Opt(int, None, "cap on a prompt's tokens (default: what the MLLM's positions leave)"),
     # loader flags: yours to give, never taken from the folder (mingexp.untrusted)
-    "trust_remote_code": (boolean, False),
-    "attn_implementation": (str, "sdpa"),
+    "trust_remote_code": Opt(boolean, False, "let transformers run the MLLM folder's own code (off unless you trust it)"),
+    "attn_implementation": Opt(str, "sdpa", "sdpa | eager | flash_attention_2 (with .[gpu])"),
 }
 PROMPT = "mingexp> "
 HELP = """Commands, one per line (anything else is a question about the latest image):
@@ -114,13 +114,14 @@ def run(session, out: Path, lines: Iterator[str] | TextIO, stdout: TextIO) -> No
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> Path:
-    from mingexp.errors import ConfigError
-    from mingexp.pipeline import InputError, MingUniPipeline
+    args = parse(sys.argv[1:] if argv is None else argv, SPEC, "chat", __doc__.strip().splitlines()[0])
+    from mingexp.errors import ConfigError  # the heavy imports after the arguments: --help answers at once
+    from mingexp.pipeline import InputError
+    from mingexp.pipeline.loading import load_pipeline
 
-    args = parse(sys.argv[1:] if argv is None else argv, SPEC, "chat")
     try:
-        pipe = MingUniPipeline.from_pretrained(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"],
-                                               trust_remote_code=args["trust_remote_code"], attn_implementation=args["attn_implementation"])
+        pipe = load_pipeline(args["model"], device=args["device"], dtype=args["dtype"], mllm_path=args["mllm_path"],
+                             trust_remote_code=args["trust_remote_code"], attn_implementation=args["attn_implementation"])
         pipe.max_prompt_tokens = args["max_prompt_tokens"]
     except (InputError, ConfigError) as e:
         raise SystemExit(f"chat: {e}") from None

@@ -34,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mingexp.errors import ConfigError
+from mingexp.lit.quiet import quiet_fit
 from mingexp.models import public
 
 PARTS = ("mllm", "connector", "dit", "vae")
@@ -274,7 +275,8 @@ def doctor(cfg: DictConfig) -> dict[str, Any]:
                         callbacks=[probe], default_root_dir=str(cfg.work_dir))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.fit(module, datamodule=datamodule)
+    with quiet_fit():
+        trainer.fit(module, datamodule=datamodule)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     frozen_same = {name: fingerprint(getattr(model, name)) == before for name, before in frozen_before.items()}
     trainable = model.param_groups()
@@ -322,7 +324,7 @@ def doctor(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="doctor")
+@hydra.main(version_base="1.3", config_path="conf", config_name="doctor")
 def main(cfg: DictConfig) -> None:
     try:
         report = doctor(cfg)

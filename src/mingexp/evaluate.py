@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mingexp.errors import ConfigError
+from mingexp.io.records import plain, write_json
 from mingexp.lit.compat import upgrade_keys
 
 EVALS = ("geneval", "geneval_shapes", "recon", "edit", "vqa")
@@ -112,7 +113,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             instantiate(prepare)()  # the shapes world is missing: write it (an existing world is used as it is)
         model = load_model(cfg)
         evaluation = instantiate(cfg.eval)
+        evaluation.progress = True  # signs of life on a long evaluation
         name = evaluation.name
+        print(f"[mingexp] {name}: {evaluation.work()} images / answers on {cfg.get('ckpt_path') or 'the model config'}", flush=True)
         target = out_dir / name
         target.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
@@ -123,17 +126,29 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if grid is not None:
             grid.save(out_dir / f"{name}_examples.png")
         summary_file = target / "summary.json"
-        result = {"evaluation": name, "ckpt_path": cfg.get("ckpt_path"), **values,
+        print(f"[mingexp] {name}: scoring the floor and ceiling on the same items", flush=True)
+        baselines = evaluation.baselines(model.default_size())  # the floor and ceiling of each metric on the same items
+        result = {"evaluation": name, "ckpt_path": cfg.get("ckpt_path"), **values, "baselines": baselines,
                   **({"summary": json.loads(summary_file.read_text())} if summary_file.is_file() else {})}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=1))
+        from mingexp.eval.headline import headline_lines
+
+        for line in headline_lines({**{f"eval/{name}/{k}": v for k, v in values.items()}, "baselines": {name: baselines}}):
+            print(f"[mingexp] {line}")
+    write_json(out_dir / "results.json", result)
+    print(json.dumps(plain({k: v for k, v in result.items() if k not in ("summary", "baselines")}), indent=1))
     print(f"[mingexp] results: {out_dir / 'results.json'}")
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    from mingexp.console import tee
+
+    hydra_cfg = HydraConfig.get()
+    with tee(Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log"):  # <out>/evaluate.log: what was printed too
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -42,13 +42,14 @@ def export(cfg: DictConfig) -> Path:
     if not cfg.get("ckpt_path") and cfg.model.get("_target_") != BUILD_RELEASED:
         raise ConfigError("ckpt_path is not set: pass ckpt_path=<run>/checkpoints/last.ckpt, or from_release=<folder> for the released model.")
     config = model_config(cfg)  # read once: builds the model and describes it in the export
-    out = MingUniPipeline(load_model(cfg, config), config).save_pretrained(cfg.out, copy_mllm=bool(cfg.copy_mllm), lora=str(cfg.lora))
+    out = MingUniPipeline(load_model(cfg, config), config).save_pretrained(cfg.out, copy_mllm=bool(cfg.copy_mllm), lora=str(cfg.lora),
+                                                                  progress=True)
     print(f"[mingexp] exported {cfg.ckpt_path or cfg.model.path} → {out}")
     print(f"          load it with MingUniPipeline.from_pretrained('{out}') or `python -m mingexp.generate model={out} prompt=...`")
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def _main(cfg: DictConfig) -> None:
     export(cfg)
 

@@ -1,6 +1,11 @@
 """Sweep report: tables (mean ± std over seeds), factor effects with 95 % intervals, verdicts and curves.
 
-    python -m mingexp.report outputs/ms_align/multiruns/<time> --out experiments/ms_align
+    python -m mingexp.report outputs/ms_align/multiruns/<time>                 # → outputs/reports/<sweep>-<time>/
+    python -m mingexp.report outputs/ms_align/multiruns/<time> out=my_report compare=align_mode:semantic:latent
+    python -m mingexp.report <sweep> out=experiments/ms_align overwrite=true   # replace a committed study's tables
+
+It writes into a new folder unless ``out=`` names one; a folder that already holds a report is refused unless
+``overwrite=true`` (a study's committed tables are never replaced by accident).
 
 Reads every run folder under the given roots that has ``.hydra/config.yaml`` (the job's composed config)
 and a ``metrics.csv`` (Lightning's CSVLogger; ``logger=wandb`` writes one beside W&B; a resumed job's several
@@ -24,11 +29,15 @@ detectable effect at the sweep's size (two-sided α = 0.05, power 0.8, from the 
     MDE = (t_{0.975, df} + t_{0.8, df}) · σ · √(2 / n)        n = runs per level, df = runs − cells
 
 and the seeds per cell at which the MDE falls below the paper's claimed Δ.
+
+No verdict without variance: a level with fewer than two runs has no standard deviation, so its effect is
+reported as Δ alone with "n = 1: no interval" and what would decide it (seeds per cell), never as an interval of
+zero width or a verdict; a mean over one run is shown as "(n = 1)", not "± 0". Runs without evaluation metrics
+are named in a warning, and a table never holds NaN (a value that cannot be computed is "–"; JSON null).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -40,6 +49,8 @@ from typing import Sequence
 
 from omegaconf import OmegaConf
 
+from mingexp.cli_args import REQUIRED, Opt, boolean, parse
+from mingexp.io.records import write_json
 from mingexp.lit.resume import FINISHED, JOB
 
 # what the ms_align study varies (a factor shows in the tables only when a sweep varies it), and the paper's claims;
@@ -165,14 +176,20 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def summary(values: Sequence[float]) -> dict:
+    """n, mean and standard deviation (None where it cannot be computed: no runs, or one)."""
     n = len(values)
-    return {"n": n, "mean": mean(values) if n else math.nan, "std": stdev(values) if n > 1 else 0.0}
+    return {"n": n, "mean": mean(values) if n else None, "std": stdev(values) if n > 1 else None}
+
+
+NO_INTERVAL = "no interval"
 
 
 def effect(high: Sequence[float], low: Sequence[float], level: float = 0.95) -> dict:
-    """Δ = mean(high) − mean(low) with a Welch t interval."""
+    """Δ = mean(high) − mean(low) with a Welch t interval; no interval (None) when a level has fewer than two runs."""
     a, b = summary(high), summary(low)
     delta = a["mean"] - b["mean"]
+    if a["n"] < 2 or b["n"] < 2:
+        return {"delta": delta, "low": None, "high": None, "se": None, "df": None}
     va, vb = a["std"] ** 2 / a["n"], b["std"] ** 2 / b["n"]
     se = math.sqrt(va + vb)
     if se == 0:
@@ -182,9 +199,12 @@ def effect(high: Sequence[float], low: Sequence[float], level: float = 0.95) -> 
     return {"delta": delta, "low": delta - half, "high": delta + half, "se": se, "df": df}
 
 
-def verdict(interval: dict, claimed: float | None = None) -> str:
-    """The sign of Δ from its 95 % interval and, given the paper's claimed Δ, whether that size is ruled out."""
-    if claimed is None:  # a comparison (--compare), not a claim
+def verdict(interval: dict, claimed: float | None = None, n: tuple[int, int] = (2, 2)) -> str:
+    """The sign of Δ from its 95 % interval and, given the paper's claimed Δ, whether that size is ruled out; none
+    without an interval (``n``: runs per level)."""
+    if interval["low"] is None:
+        return f"n = {min(n)}: {NO_INTERVAL}; run ≥ 2 seeds per cell (e.g. seed=0,1,2) to decide it"
+    if claimed is None:  # a comparison (compare=), not a claim
         return "higher" if interval["low"] > 0 else "lower" if interval["high"] < 0 else "no difference detected"
     small = interval["high"] < claimed
     if interval["low"] > 0:
@@ -198,22 +218,25 @@ def pooled_std(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
     """Pooled within-group standard deviation and its degrees of freedom (Σ (n_g − 1))."""
     df = sum(len(g) - 1 for g in groups if len(g) > 1)
     if df == 0:
-        return math.nan, 0
+        return None, 0
     ss = sum((len(g) - 1) * stdev(g) ** 2 for g in groups if len(g) > 1)
     return math.sqrt(ss / df), df
 
 
 def mde(sigma: float, n_per_level: int, df: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """Smallest true Δ between two levels of n runs each that a two-sided test at α detects with this power."""
-    if n_per_level < 1 or df < 1 or not math.isfinite(sigma):
-        return math.nan
+    if n_per_level < 1 or df < 1 or sigma is None or not math.isfinite(sigma):
+        return None
     return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * sigma * math.sqrt(2 / n_per_level)
 
 
 def seeds_needed(sigma: float, cells_per_level: int, claimed: float, n_cells: int, limit: int = 1000) -> int | None:
     """Seeds per cell at which the MDE of a factor falls below ``claimed`` (None: more than ``limit``)."""
+    if sigma is None:
+        return None
     for seeds in range(2, limit + 1):
-        if mde(sigma, cells_per_level * seeds, n_cells * (seeds - 1)) < abs(claimed):
+        value = mde(sigma, cells_per_level * seeds, n_cells * (seeds - 1))
+        if value is not None and value < abs(claimed):
             return seeds
     return None
 
@@ -241,45 +264,73 @@ def build(runs: Sequence[Run], metrics: Sequence[str] = METRICS, claims=CLAIMS, 
         low = [r.final[metric] for r in complete if r.levels.get(factor) in lo and metric in r.final]
         if not high or not low:
             continue
-        e = effect(high, low)
         groups = [[r.final[metric] for r in cells[key] if r.complete and metric in r.final] for key in cells]
+        involved = [len(g) for key, g in zip(cells, groups) if dict(key).get(factor) in (*hi, *lo) and g]
+        # no interval from a cell of one run: its spread is unknown (a level's runs would mix in the other factors' effects)
+        e = effect(high, low) if min(involved, default=0) >= 2 else {**effect(high[:1], low[:1]), "delta": mean(high) - mean(low)}
         sigma, df = pooled_std(groups)
         n_cells = sum(1 for g in groups if g)
         level_cells = sum(1 for key in cells if dict(key).get(factor) in hi)
         effects.append({"claim": text, "factor": factor, "low": lo[0], "high": hi[0], "metric": metric, "claimed": claimed,
-                        "n_high": len(high), "n_low": len(low), **{f"delta_{k}": v for k, v in e.items()}, "verdict": verdict(e, claimed),
+                        "n_high": len(high), "n_low": len(low), **{f"delta_{k}": v for k, v in e.items()},
+                        "verdict": verdict(e, claimed, (min(involved, default=0), min(involved, default=0))),
                         "sigma": sigma, "mde": mde(sigma, min(len(high), len(low)), df),
                         "seeds_needed": seeds_needed(sigma, max(level_cells, 1), claimed, max(n_cells, 1)) if df and claimed else None})
     incomplete = [{"path": str(r.path), "levels": r.levels, "seed": r.seed} for r in runs if not r.complete]
+    without = [str(r.path) for r in complete if not any(m in r.final for m in metrics)]
     walls = [r.wall_s for r in complete if r.wall_s is not None]
     return {"runs": len(complete), "table": table, "effects": effects, "factors": varied, "incomplete": incomplete,
+            "without_metrics": without,
             "missing": list(missing), "wall_s": {"total": sum(walls), "per_run": summary(walls)} if walls else None}
 
+
+
+def _number(value, fmt: str = ".4f", sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return format(value, ("+" if sign else "") + fmt)
+
+
+def _cell(stats: dict) -> str:
+    if not stats["n"]:
+        return "–"
+    if stats["std"] is None:
+        return f"{_number(stats['mean'])} (n = 1)"
+    return f"{_number(stats['mean'])} ± {_number(stats['std'])}"
 
 
 def markdown(report: dict, metrics: Sequence[str] = METRICS) -> str:
     metrics = [m for m in metrics if any(row[m]["n"] for row in report["table"])]
     factors = report.get("factors", [])
+    lines = []
+    if report.get("without_metrics"):
+        lines += [f"**Warning**: {len(report['without_metrics'])} complete run(s) have no evaluation metrics (no eval_final/ or eval/ values "
+                  "in their metrics.csv: callbacks.evaluation=null or logger without CSV); they are in no table: "
+                  + ", ".join(f"`{p}`" for p in report["without_metrics"][:5]), ""]
     head = "| " + " | ".join([*factors, "seeds (n)", *metrics]) + " |"
-    lines = [head, "|" + "---|" * (len(factors) + 1 + len(metrics))]
+    lines += [head, "|" + "---|" * (len(factors) + 1 + len(metrics))]
     for row in report["table"]:
         n = f"{','.join(map(str, row['seeds']))} ({len(row['seeds'])})" + ("" if row.get("complete", True) else " incomplete")
         cells = [row["levels"].get(f, "") for f in factors] + [n]
-        cells += [f"{row[m]['mean']:.4f} ± {row[m]['std']:.4f}" if row[m]["n"] else "–" for m in metrics]
+        cells += [_cell(row[m]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| claim / comparison | metric | Δ (high − low) | 95 % interval | runs | verdict | MDE (α 0.05, power 0.8) | seeds per cell for MDE < claim |",
               "|---|---|---|---|---|---|---|---|"]
     for e in report["effects"]:
         needed = "–" if e.get("seeds_needed") is None else str(e["seeds_needed"])
-        lines.append(f"| {e['claim']} | {e['metric']} | {e['delta_delta']:+.4f} | [{e['delta_low']:+.4f}, {e['delta_high']:+.4f}] | "
-                     f"{e['n_high']} vs {e['n_low']} | {e['verdict']} | {e.get('mde', math.nan):.4f} | {needed} |")
+        interval = (f"[{_number(e['delta_low'], sign=True)}, {_number(e['delta_high'], sign=True)}]" if e["delta_low"] is not None
+                    else NO_INTERVAL)
+        lines.append(f"| {e['claim']} | {e['metric']} | {_number(e['delta_delta'], sign=True)} | {interval} | "
+                     f"{e['n_high']} vs {e['n_low']} | {e['verdict']} | {_number(e.get('mde'))} | {needed} |")
     if report.get("incomplete") or report.get("missing"):
         lines += ["", "Incomplete (left out of every statistic; continue with the sweep's command plus `+resume_sweep=<sweep folder>`):", ""]
         lines += [f"- started, not finished: `{r['path']}` (seed {r['seed']})" for r in report.get("incomplete", [])]
         lines += [f"- never started: {' '.join(m['job'])} in `{m['sweep']}`" for m in report.get("missing", [])]
     if report.get("wall_s"):
         w = report["wall_s"]
-        lines += ["", f"Compute: {w['total']:.0f} s wall over {w['per_run']['n']} complete runs ({w['per_run']['mean']:.0f} ± {w['per_run']['std']:.0f} s per run)."]
+        per = w["per_run"]
+        spread = f" ± {per['std']:.0f}" if per["std"] is not None else ""
+        lines += ["", f"Compute: {w['total']:.0f} s wall over {per['n']} complete runs ({per['mean']:.0f}{spread} s per run)."]
     return "\n".join(lines) + "\n"
 
 
@@ -318,41 +369,53 @@ def plot_curves(runs: Sequence[Run], metric: str, out: Path, factors: Sequence[s
     return path
 
 
+SPEC = {
+    "roots": Opt(str, REQUIRED, "sweep folders (searched recursively for job folders)", positional=True, many=True),
+    "out": Opt(str, None, "the report's folder (default: a new outputs/reports/<first sweep's name>-<time>/)"),
+    "overwrite": Opt(boolean, False, "write into an out= folder that already holds a report"),
+    "compare": Opt(str, None, "FACTOR:LOW:HIGH instead of the paper's claims: Δ of HIGH − LOW on GenEval-Shapes overall, its "
+                              "tracks and recon PSNR, e.g. compare=align_mode:semantic:latent", many=True),
+    "where": Opt(str, None, "FACTOR=LEVEL: keep only the runs at this level, e.g. where=scales=pyramid", many=True),
+    "plots": Opt(boolean, True, "curve plots (false: tables only)"),
+}
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("roots", nargs="+", help="sweep folders (searched recursively for job folders)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--compare", nargs=3, action="append", metavar=("FACTOR", "LOW", "HIGH"), default=[],
-                        help=f"instead of the paper's claims, Δ of HIGH − LOW of a factor ({', '.join(FACTORS)}) on GenEval-Shapes "
-                             "overall, its tracks and recon PSNR, e.g. --compare align_mode semantic latent (repeatable)")
-    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="curve plots (--no-plots: tables only)")
-    parser.add_argument("--where", action="append", default=[], metavar="FACTOR=LEVEL",
-                        help="keep only the runs at this level, e.g. --where scales=pyramid (repeatable)")
-    args = parser.parse_args(argv)
-    runs = find_runs(args.roots)
-    for condition in args.where:
+    import sys
+    import time
+
+    args = parse(sys.argv[1:] if argv is None else argv, SPEC, "report", __doc__.splitlines()[0])
+    runs = find_runs(args["roots"])
+    for condition in args["where"]:
         factor, _, level = condition.partition("=")
         if factor not in FACTORS or not level:
-            parser.error(f"--where {condition}: expected FACTOR=LEVEL with FACTOR one of {list(FACTORS)}")
+            raise SystemExit(f"report: where={condition}: expected FACTOR=LEVEL with FACTOR one of {list(FACTORS)}")
         runs = [r for r in runs if r.levels.get(factor) == level]
     if not runs:
-        raise SystemExit(f"report: no job folders (with .hydra/config.yaml) under {args.roots}: pass a sweep folder, e.g. outputs/ms_align/multiruns/<time>.")
-    args.out.mkdir(parents=True, exist_ok=True)
+        raise SystemExit(f"report: no job folders (with .hydra/config.yaml) under {args['roots']}: pass a sweep folder, e.g. outputs/ms_align/multiruns/<time>.")
+    out = Path(args["out"]) if args["out"] else Path("outputs/reports") / f"{Path(args['roots'][0]).name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    if (out / "results.md").exists() and not args["overwrite"]:
+        raise SystemExit(f"report: {out} already holds a report (results.md); pass overwrite=true to replace it, or another out=.")
+    out.mkdir(parents=True, exist_ok=True)
     claims = CLAIMS
-    if args.compare:
-        unknown = sorted({f for f, _, _ in args.compare} - set(FACTORS))
-        if unknown:
-            parser.error(f"--compare: unknown factor(s) {unknown}; one of {list(FACTORS)}")
-        claims = tuple((f, (lo,), (hi,), m, None, f"{f}: {hi} vs {lo}") for f, lo, hi in args.compare
+    if args["compare"]:
+        parts = [c.split(":") for c in args["compare"]]
+        bad = [c for c, p in zip(args["compare"], parts) if len(p) != 3 or p[0] not in FACTORS]
+        if bad:
+            raise SystemExit(f"report: compare={bad[0]}: expected FACTOR:LOW:HIGH with FACTOR one of {list(FACTORS)}")
+        claims = tuple((f, (lo,), (hi,), m, None, f"{f}: {hi} vs {lo}") for f, lo, hi in parts
                        for m in ("geneval_shapes/overall", "geneval_shapes/seen/overall", "geneval_shapes/unseen/overall", "recon/psnr"))
-    report = build(runs, claims=claims, missing=missing_jobs(args.roots))
+    report = build(runs, claims=claims, missing=missing_jobs(args["roots"]))
     report["plots"] = [str(p) for m in ("geneval_shapes/overall", "geneval_shapes/unseen/overall", "recon/psnr", "edit/success")
-                       if args.plots and (p := plot_curves(runs, m, args.out, report["factors"]))]
-    (args.out / "results.json").write_text(json.dumps(report, indent=1))
-    (args.out / "results.md").write_text(markdown(report))
+                       if args["plots"] and (p := plot_curves(runs, m, out, report["factors"]))]
+    write_json(out / "results.json", report)
+    (out / "results.md").write_text(markdown(report))
     print(markdown(report))
+    if report["without_metrics"]:
+        print(f"[mingexp] warning: {len(report['without_metrics'])} complete run(s) without evaluation metrics (named in results.md)",
+              file=sys.stderr)
     print(f"[mingexp] {report['runs']} complete runs, {len(report['incomplete'])} incomplete, {len(report['missing'])} never started "
-          f"→ {args.out / 'results.md'}, results.json, {len(report['plots'])} plots")
+          f"→ {out / 'results.md'}, results.json, {len(report['plots'])} plots")
     return report
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mingexp.errors import ConfigError, TrainingDiverged
-from mingexp.eval.headline import headline
+from mingexp.eval.headline import headline_lines
 from mingexp.lit import resume
+from mingexp.lit.checkpoint import newest_checkpoint
+from mingexp.lit.quiet import quiet_fit
 from mingexp.lit.compat import upgrade_keys
 
 
@@ -73,9 +76,26 @@ def _kept(output_dir: Path, prefer: str = "last.ckpt") -> str:
     return f"no checkpoint in {folder} (no step was finished)"
 
 
+def _accelerator(cfg: DictConfig) -> None:
+    """Say on the first line where the run trains; the main job on a GPU that ``accelerator=auto`` found spends the
+    CPU run's wall time on more steps (``on_gpu`` in conf/train.yaml)."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    where = f"cuda ({torch.cuda.get_device_name()})" if gpu else f"cpu ({torch.get_num_threads()} threads)"
+    note = ""
+    on_gpu = cfg.get("on_gpu")
+    if gpu and accelerator == "auto" and on_gpu and cfg.get("task_name") == "train":
+        with open_dict(cfg):
+            cfg.trainer.max_steps, cfg.trainer.max_time = int(on_gpu.max_steps), str(on_gpu.max_time)
+        note = f"; the main job on a GPU: up to {on_gpu.max_steps} steps within {on_gpu.max_time} (on_gpu; on_gpu=null keeps the CPU's steps)"
+    print(f"[mingexp] training on {where} (trainer.accelerator={accelerator}){note}", flush=True)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg`` and fit. Returns the final metrics and where the outputs are."""
     _check(cfg)
+    _accelerator(cfg)
+    started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = cfg.get("ckpt_path")
@@ -89,6 +109,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             print(f"[mingexp] resume_sweep: {output_dir} finished before; skipped.", flush=True)
             return done
         ckpt_path = ckpt_path or "last"
+    if ckpt_path == "last":  # this run folder's newest last.ckpt / interrupted.ckpt, else a fresh start (said)
+        found = newest_checkpoint(output_dir / "checkpoints")
+        print(f"[mingexp] ckpt_path=last: {'resuming ' + str(found) if found else 'no checkpoint in ' + str(output_dir / 'checkpoints') + ', starting fresh'}",
+              flush=True)
+        ckpt_path = str(found) if found else None
     L.seed_everything(int(cfg.seed), workers=True)
     saved = output_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
@@ -122,7 +147,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # 4. fit; a resumed run restores optimizer, scheduler, EMA, step and data position
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with quiet_fit():  # Lightning's noise for these runs (mingexp.lit.quiet)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except TrainingDiverged as e:
         raise TrainingDiverged(f"{e} The last checkpoint with finite losses: {_kept(output_dir)}.") from None
     except (Exception, SIGTERMException) as e:
@@ -146,11 +172,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"  checkpoints   : {output_dir / 'checkpoints'} ({len(checkpoints)} files, last.ckpt resumes)")
         print(f"  sample images : {samples[-1] if samples else '(none)'}")
         final_eval = output_dir / "eval" / "final.json"
-        if final_eval.is_file():
+        if final_eval.is_file() and final_eval.stat().st_mtime >= started:  # this run's own, not a resumed run's earlier one
             values = json.loads(final_eval.read_text())
-            print(f"  evaluation    : {final_eval} (grids beside it)")
-            for key, value in headline(values).items():
-                print(f"      {key:<34} {value:.4f}")
+            print(f"  evaluation    : {final_eval} (grids beside it; beside each value what noise / a constant / the input and the "
+                  "ground truth score on the same items)")
+            for line in headline_lines(values):
+                print(f"      {line}")
+        else:
+            print("  evaluation    : none in this run (callbacks.evaluation.at_end=false or no evaluation configured)")
         for logger in loggers:
             print(f"  logs          : {type(logger).__name__} in {getattr(logger, 'save_dir', None) or output_dir}")
         loss = {k: round(v, 4) for k, v in metrics.items() if "loss" in k}
@@ -162,9 +191,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = train(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    from mingexp.console import tee
+
+    hydra_cfg = HydraConfig.get()
+    with tee(Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log"):  # <run>/train.log: what was printed too
+        result = train(cfg)
     # The value a sweeper would optimise.
     return result["metrics"].get("train/loss_epoch")
 

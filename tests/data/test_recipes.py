@@ -76,7 +76,7 @@ def test_bad_rows_are_skipped_counted_and_the_rest_converted(tiny_dir, tmp_path,
         "output_image": pa.array([hf_image(png())], type=image),
     }), tmp_path / "train-00001.parquet")
     files = [tmp_path / "train-00000.parquet", tmp_path / "train-00001.parquet"]
-    edit_recipe.main(["instructpix2pix", *map(str, files), "--out", str(tmp_path / "shards"), "--shard-size", "1"])
+    edit_recipe.main(["instructpix2pix", *map(str, files), f"out={tmp_path / 'shards'}", "shard_size=1"])
     printed = capsys.readouterr().out
     assert "2 samples written; 3 rows skipped (empty_instruction: 1, malformed_row: 1, undecodable_image: 1)" in printed
     counts = edit_recipe.convert(files, tmp_path / "again", **edit_recipe.PRESETS["instructpix2pix"])

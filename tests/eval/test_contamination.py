@@ -71,7 +71,7 @@ def _write_fixture(folder, captions: list[str]) -> list[str]:
 
 def test_planted_exact_and_near_duplicates_are_found_in_every_format(tmp_path, metadata, capsys):
     written = _write_fixture(tmp_path / "data", CLEAN * 3 + EXACT + NEAR)
-    report = C.main([str(tmp_path / "data"), "--metadata", metadata, "--json", str(tmp_path / "report.json")])
+    report = C.main([str(tmp_path / "data"), f"metadata={metadata}", f"json={tmp_path / 'report.json'}"])
     assert report["captions"] == len(written)
     assert report["skipped"] == {"malformed_json": 2}
     assert report["exact"]["captions"] == 2 and report["exact"]["prompts"] == 2
@@ -90,7 +90,7 @@ def test_planted_exact_and_near_duplicates_are_found_in_every_format(tmp_path, m
 def test_clean_captions_match_nothing(tmp_path, metadata):
     _write_fixture(tmp_path / "data", CLEAN * 4)
     report = C.main([str(tmp_path / "data" / "*.tar"), str(tmp_path / "data" / "part.parquet"), str(tmp_path / "data" / "captions.jsonl"),
-                     "--metadata", metadata])
+                     f"metadata={metadata}"])
     assert report["captions"] > 0 and report["contaminated_captions"] == 0 and report["prompts_hit"] == 0
 
 
@@ -104,19 +104,19 @@ def test_normalisation_rules():
 
 def test_unreadable_inputs_name_the_file(tmp_path, metadata, capsys):
     with pytest.raises(SystemExit) as e:
-        C.main([str(tmp_path / "nothing_*.tar"), "--metadata", metadata])
+        C.main([str(tmp_path / "nothing_*.tar"), f"metadata={metadata}"])
     assert e.value.code == 2 and "nothing_*.tar" in capsys.readouterr().err
     pq.write_table(pa.table({"url": ["x"]}), tmp_path / "no_caption.parquet")
     with pytest.raises(SystemExit):
-        C.main([str(tmp_path / "no_caption.parquet"), "--metadata", metadata])
-    assert "--column" in capsys.readouterr().err
+        C.main([str(tmp_path / "no_caption.parquet"), f"metadata={metadata}"])
+    assert "column=" in capsys.readouterr().err
 
 
 def test_the_shapes_world_overlaps_its_suite_by_design(tmp_path):
     """Half the world's t2i captions are GenEval-Shapes-phrased: the check reports it (and nothing unseen)."""
     counts = {"t2i": 200, "edit": 4, "edit_chains": 2, "style": 2, "vqa": 2, "textqa": 2, "heldout": 2}
     world = S.prepare_shapes(tmp_path / "world", counts=counts, shard_size=1000, progress=False)
-    report = C.main([str(world / "t2i"), "--metadata", "shapes"])
+    report = C.main([str(world / "t2i"), "metadata=shapes"])
     assert report["captions"] == 200
     assert 60 <= report["exact"]["captions"] <= 140  # GENEVAL_CAPTION_FRACTION = 0.5
     suite = {m["prompt"]: m for m in S.geneval_shapes_suite(0)}
@@ -134,7 +134,7 @@ def test_official_prompts_planted_in_img2dataset_shards(tmp_path):
     captions = [p["prompt"] for p in planted[:10]] + [p["prompt"].upper().replace("A PHOTO OF ", "") + "." for p in planted[10:]]
     clean = [c for c in CLEAN if c != "a bus"]  # "a bus" is a near-duplicate of the official "a photo of a bus"
     _write_fixture(tmp_path / "data", clean * 5 + captions)
-    report = C.main([str(tmp_path / "data"), "--metadata", str(official_file())])
+    report = C.main([str(tmp_path / "data"), f"metadata={official_file()}"])
     assert report["exact"]["captions"] == 10 and report["normalised"]["captions"] == 10 and report["prompts_hit"] == 20
 
 
@@ -170,7 +170,7 @@ def test_a_huge_tar_member_is_skipped_unread_with_flat_memory(tmp_path, metadata
     shard = tmp_path / "sparse.tar"
     subprocess.run(["tar", "--sparse", "-cf", str(shard), "-C", str(src), "0000.txt", "0001.txt", "0002.txt"], check=True)
     assert shard.stat().st_size < 100_000
-    report, peak = _peak_mib(lambda: C.main([str(shard), "--metadata", metadata]))
+    report, peak = _peak_mib(lambda: C.main([str(shard), f"metadata={metadata}"]))
     assert report["captions"] == 2 and report["skipped"] == {"member_too_large": 1} and report["exact"]["captions"] == 1
     assert peak < 16, f"{peak:.1f} MiB traced"
 
@@ -187,7 +187,7 @@ def test_undecodable_and_overlong_lines_are_skipped_and_counted_with_flat_memory
         f.truncate(256 * 2**20)
     with open(long_line, "ab") as f:
         f.write(b"\na photo of a chair and a bench\n")
-    report, peak = _peak_mib(lambda: C.main([str(jsonl), str(long_line), "--metadata", metadata]))
+    report, peak = _peak_mib(lambda: C.main([str(jsonl), str(long_line), f"metadata={metadata}"]))
     assert report["skipped"] == {"undecodable_text": 1, "caption_too_long": 1, "line_too_long": 1}
     assert report["captions"] == 3 and report["exact"]["captions"] == 2 and report["normalised"]["captions"] == 1
     assert peak < 32, f"{peak:.1f} MiB traced"
@@ -199,7 +199,7 @@ def test_an_unreadable_file_is_named_and_counted_and_the_check_goes_on(tmp_path,
     (data / "corrupt.parquet").write_bytes(b"PAR1 this is not a parquet file PAR1")
     (data / "cut.tar").write_bytes(b"\x00" * 100 + b"garbage")
     (data / "ok.txt").write_text("a photo of a bench\n")
-    report = C.main([str(data), "--metadata", metadata])
+    report = C.main([str(data), f"metadata={metadata}"])
     assert report["captions"] == 1 and report["exact"]["captions"] == 1
     assert [u["file"] for u in report["unreadable_files"]] == [str(data / "corrupt.parquet")]
     assert report["skipped"]["unreadable_file"] == 1 and report["skipped"]["broken_tar"] == 1

@@ -8,19 +8,23 @@ import lightning as L
 import pytest
 
 from mingexp.errors import ConfigError
+from mingexp.eval.base import Evaluation
 from mingexp.eval.callbacks import EvaluationCallback
 
 
-class Counting:
+class Counting(Evaluation):
     """An evaluation of ``n`` items (what the callback builds; its size is all this test reads)."""
 
-    example_labels = ()
+    name = "counting"
 
     def __init__(self, n: int = 1, steps: int | None = None) -> None:
         self.n, self.steps = n, steps
 
     def work(self) -> int:
         return self.n
+
+    def __call__(self, model, out_dir=None):
+        return {"n": float(self.n)}, []
 
 
 def test_final_suite_is_built_from_the_config_with_the_overrides(tmp_path):

@@ -34,9 +34,17 @@ def client(url: str):
     return Client(url, verbose=False)
 
 
-def pixels(image) -> np.ndarray:
+def shown_pixels(image) -> np.ndarray:
+    """The pixels the page shows (enlarged by a whole factor for small images)."""
     path = image["image"] if isinstance(image, dict) and "image" in image else image
     return np.asarray(Image.open(path["path"] if isinstance(path, dict) else path).convert("RGB"))
+
+
+def pixels(image, size: int = 32) -> np.ndarray:
+    """The model's image behind what the page shows: every k-th pixel of the k-times enlarged one."""
+    shown = shown_pixels(image)
+    k = shown.shape[0] // size
+    return shown[::k, ::k]
 
 
 def png(tmp_path: Path, name: str, size=(32, 32), color=(200, 30, 30)) -> str:
@@ -54,6 +62,15 @@ def test_generate_reports_its_settings_and_reproduces_from_the_cli_values(served
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(gallery, again))
     direct = pipe.generate(PROMPT, num_images=2, seed=3, steps=3, guidance_scale=3.0)  # what the shown command computes
     assert all(np.array_equal(pixels(a), np.asarray(b)) for a, b in zip(gallery, direct))
+
+
+def test_small_images_are_shown_at_a_whole_scale_with_sharp_pixels(served):
+    gallery, _ = client(served).predict(PROMPT, 1, 0, 3, 3.0, api_name="/generate")
+    shown = shown_pixels(gallery[0])
+    k = shown.shape[0] // 32
+    assert k >= 2 and shown.shape[:2] == (32 * k, 32 * k)
+    blocks = shown.reshape(32, k, 32, k, 3)
+    assert (blocks == blocks[:, :1, :, :1, :]).all()  # each model pixel a solid k×k block: no interpolation blur
 
 
 def test_edit_an_uploaded_image(served, tmp_path):

@@ -348,3 +348,10 @@ def test_a_live_session_is_bounded_too(pipe):
     with pytest.raises(InputError, match="over its cap of 2048"):
         session.load(Image.new("RGB", (40, 40)))
     assert len(session.images) == 1 and np.asarray(session.latest).shape == (32, 32, 3)
+
+
+def test_the_demo_limits_default_upload_cap_is_the_pipelines():
+    from mingexp.demo.limits import MAX_UPLOAD_PIXELS
+    from mingexp.pipeline.images import MAX_PIXELS
+
+    assert MAX_UPLOAD_PIXELS == MAX_PIXELS

@@ -296,3 +296,29 @@ def test_compiled_pipeline_gives_the_same_images(exported):
     a = np.asarray(eager.generate("a photo of a red circle", seed=1, **FAST)[0]).astype(int)
     b = np.asarray(compiled.generate("a photo of a red circle", seed=1, **FAST)[0]).astype(int)
     assert np.abs(a - b).max() <= 2  # fused kernels may round differently by a uint8 step
+
+
+@pytest.mark.parametrize("which", ["export", "ckpt"])
+def test_the_demos_reproducing_line_reproduces_a_session_edit_exactly(exported, tiny_dir, tmp_path, which):
+    """The line the demo prints for an edit turn runs as printed (the previous image saved and named, the model by its
+    absolute path; a run checkpoint is accepted as generate accepts it) and gives the same pixels."""
+    import shlex
+
+    import numpy as np
+
+    from mingexp.demo.actions import Demo
+    from mingexp.demo.scratch import Scratch
+    from mingexp.generate import main
+    from mingexp.pipeline.loading import load_pipeline
+
+    model = exported[1] if which == "export" else exported[0]
+    # a run checkpoint's config names the MLLM through this machine's paths: the test's tiny one is given by path
+    load = {"mllm_path": str(tiny_dir / "mllm")} if which == "ckpt" else {}
+    demo = Demo(load_pipeline(str(model), **load), str(model.resolve()), scratch=Scratch(tmp_path / "scratch"), load_args=load)
+    session, _ = demo.turn(None, "a photo of a red circle", 0, 2, 3.0)
+    session, result = demo.turn(session, "make it blue", 4, 2, 3.0)
+    line = result.settings.split("`")[1]
+    assert line.startswith("python -m mingexp.generate ") and "<" not in line
+    args = shlex.split(line)[3:]
+    (written,) = main([*args, f"out={tmp_path / 'again.png'}"])
+    assert np.array_equal(np.asarray(Image.open(written).convert("RGB")), np.asarray(session.latest))

@@ -15,6 +15,7 @@ import torch
 from hydra.errors import InstantiationException, MissingConfigException
 
 from mingexp.errors import ConfigError, TrainingDiverged
+from mingexp.eval.base import Evaluation
 from mingexp.train import train
 from tests.conftest import FAMILIES
 from tests.integration.conftest import FAST, compose_train
@@ -74,7 +75,7 @@ class Marker:
         return _Marker()
 
 
-class LastCheckpointProbe:
+class LastCheckpointProbe(Evaluation):
     """An evaluation that reports the step of the ``last.ckpt`` on disk when it runs (0: none yet)."""
 
     name = "probe"
@@ -296,7 +297,9 @@ def test_nan_losses_are_skipped_then_stop_the_run(tiny_dir, world, tmp_path):
 
     module.model.forward = forward_with_nan
     trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    with pytest.raises(TrainingDiverged, match=r"3 non-finite losses in a row \(module.nan_tolerance=2\)"):
+    from mingexp.lit.quiet import quiet_fit
+
+    with pytest.raises(TrainingDiverged, match=r"3 non-finite losses in a row \(module.nan_tolerance=2\)"), quiet_fit():
         trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(NaNData(), batch_size=None))
     assert module.nonfinite_total == 3  # two tolerated, the third stops the run
     assert trainer.global_step == 2 < 10  # Lightning counts the two skipped steps; the third raised
@@ -623,7 +626,7 @@ def test_an_interrupted_sweep_resumes_with_one_flag(tiny_dir, world, tmp_path):
     finished_at = (jobs[0] / FINISHED).stat().st_mtime_ns
 
     # the report on the partial sweep: one complete run, job 1 started and unfinished, job 2 never started
-    partial = report.main([str(sweep), "--out", str(tmp_path / "report_partial")])
+    partial = report.main([str(sweep), f"out={tmp_path / 'report_partial'}"])
     assert partial["runs"] == 1 and [r["seed"] for r in partial["incomplete"]] == [1]
     assert [m["job"] for m in partial["missing"]] == [["seed=2"]]
     assert not partial["table"][0]["complete"]
@@ -640,7 +643,7 @@ def test_an_interrupted_sweep_resumes_with_one_flag(tiny_dir, world, tmp_path):
         last = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert last["global_step"] == 5 and last["WebDataModule"]["samples_seen"] == 4 * 5 and (job / FINISHED).is_file()
     assert (proc.stdout + proc.stderr).count("Restoring states from the checkpoint") == 1  # job 1 resumed, job 2 started fresh
-    whole = report.main([str(sweep), "--out", str(tmp_path / "report_whole")])
+    whole = report.main([str(sweep), f"out={tmp_path / 'report_whole'}"])
     assert whole["runs"] == 3 and not whole["incomplete"] and not whole["missing"] and whole["table"][0]["complete"]
 
     # the same folder with another command's job refuses, naming both

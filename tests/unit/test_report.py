@@ -39,7 +39,7 @@ def test_report_tables_effects_and_verdicts(tmp_path):
                 fake_run(tmp_path / "sweep", f"{k}", scales, weight, seed, overall, psnr)
                 values[(str(scales), float(weight), seed)] = (overall, psnr)
                 k += 1
-    report = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
+    report = main([str(tmp_path / "sweep"), f"out={tmp_path / 'out'}", "overwrite=true"])
     assert report["runs"] == 12 and len(report["table"]) == 4
     cell = next(r for r in report["table"] if r["levels"] == {"align": "1.0", "scales": "[4, 8, 16]"})
     expected = [values[("[4, 8, 16]", 1.0, s)][0] for s in range(3)]
@@ -91,7 +91,7 @@ def test_incomplete_runs_are_listed_and_left_out_of_the_statistics(tmp_path):
         (folder / JOB).write_text(json.dumps({"overrides": [f"seed={seed}"]}))
         if k != 5:
             (folder / FINISHED).write_text("{}")
-    report = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
+    report = main([str(tmp_path / "sweep"), f"out={tmp_path / 'out'}", "overwrite=true"])
     assert report["runs"] == 5 and [(r["seed"], Path(r["path"]).name) for r in report["incomplete"]] == [(2, "5")]
     cells = {row["levels"]["scales"]: row for row in report["table"]}
     assert report["factors"] == ["scales"]
@@ -134,14 +134,14 @@ def test_verdict_reads_sign_and_claimed_size(low, high, verdict_):
 def test_compare_reports_any_two_levels_instead_of_the_claims(tmp_path):
     for k, (weight, seed) in enumerate((w, s) for w in (0, 0.1) for s in range(3)):
         fake_run(tmp_path / "sweep", str(k), "pyramid", weight, seed, overall=0.1 + weight + 0.01 * seed, psnr=12.0)
-    report = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--compare", "align", "0.0", "0.1"])
+    report = main([str(tmp_path / "sweep"), f"out={tmp_path / 'out'}", "compare=align:0.0:0.1"])
     (overall,) = [e for e in report["effects"] if e["metric"] == "geneval_shapes/overall"]
     assert overall["claim"] == "align: 0.1 vs 0.0" and overall["delta_delta"] == pytest.approx(0.1) and overall["verdict"] == "higher"
     assert overall["seeds_needed"] is None and not any("GenEval" in e["claim"] for e in report["effects"])
     with pytest.raises(SystemExit):
-        main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--compare", "lr", "1", "2"])
-    # --where keeps one level of a factor: the comparison within it
-    only = main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--where", "align=0.1"])
+        main([str(tmp_path / "sweep"), f"out={tmp_path / 'out2'}", "compare=lr:1:2"])
+    # where= keeps one level of a factor: the comparison within it
+    only = main([str(tmp_path / "sweep"), f"out={tmp_path / 'out3'}", "where=align=0.1"])
     assert only["runs"] == 3 and [row["levels"] for row in only["table"]] == [{}]
 
 
@@ -153,3 +153,34 @@ def test_the_alignment_reading_is_read_from_its_class_or_an_older_sweeps_mode(tm
         OmegaConf.save(OmegaConf.create({"seed": 0, "model": {"queries": {"scales": [2]}, "align": align}}), folder / "config.yaml")
     levels = {r.path.name: r.levels["align_mode"] for r in find_runs([tmp_path / "new", tmp_path / "old"])}
     assert levels == {"new": "latent", "old": "semantic"}
+
+
+def test_a_single_run_per_cell_gets_no_interval_and_no_verdict(tmp_path):
+    """One seed per cell: no ± 0.0000, no interval of zero width, no "contradicted"; the table says n = 1 and what
+    would decide it, and neither the table nor the JSON holds NaN."""
+    for k, (scales, weight) in enumerate((s, w) for s in ([16], [4, 8, 16]) for w in (0, 1)):
+        fake_run(tmp_path / "sweep", str(k), scales, weight, 0, overall=0.2 + 0.1 * k, psnr=12.0 - k)
+    report = main([str(tmp_path / "sweep"), f"out={tmp_path / 'out'}"])
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "± 0.0000" not in text and "(n = 1)" in text and "nan" not in text.lower()
+    for e in report["effects"]:
+        assert e["delta_low"] is None and e["verdict"].startswith("n = 1: no interval") and "seeds per cell" in e["verdict"]
+    assert "contradicted" not in text and "excluded" not in text
+    assert "NaN" not in (tmp_path / "out" / "results.json").read_text()
+
+
+def test_runs_without_metrics_are_warned_about_and_the_report_never_overwrites(tmp_path, capsys):
+    fake_run(tmp_path / "sweep", "0", [16], 0, 0, 0.2, 12.0)
+    bare = tmp_path / "sweep" / "1" / ".hydra"
+    bare.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"seed": 1, "model": {"queries": {"scales": [16]}, "align": {"weight": 0}}}), bare / "config.yaml")
+    from mingexp.lit.resume import FINISHED
+
+    (tmp_path / "sweep" / "1" / FINISHED).write_text("{}")
+    (tmp_path / "sweep" / "0" / FINISHED).write_text("{}")
+    report = main([str(tmp_path / "sweep"), f"out={tmp_path / 'out'}"])
+    assert report["without_metrics"] == [str(tmp_path / "sweep" / "1")]
+    assert "without evaluation metrics" in capsys.readouterr().err
+    assert "Warning" in (tmp_path / "out" / "results.md").read_text()
+    with pytest.raises(SystemExit, match="already holds a report.*overwrite=true"):
+        main([str(tmp_path / "sweep"), f"out={tmp_path / 'out'}"])

@@ -27,25 +27,11 @@ from PIL import Image
 from mingexp.demo.archive import unpack_session, write_session_zip
 from mingexp.demo.scratch import Scratch, ScratchFull
 from mingexp.pipeline.images import MAX_PIXELS, InputError, load_image
-from mingexp.pipeline.session import Session, SessionLimits
+from mingexp.demo.limits import DemoLimits
+from mingexp.pipeline.session import Session
 
 Progress = Callable[[int, int], None]
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\"():,]+){2,}")  # an absolute path (two or more components)
-
-
-@dataclass(frozen=True)
-class DemoLimits:
-    """What one request or one session may take on a shared server (``python -m mingexp.demo --help``)."""
-
-    max_turns: int = 64                   # turns a session keeps
-    max_session_pixels: int = 32 * 2**20  # pixels of all a session's images (3 bytes each in memory: 96 MiB)
-    max_text: int = 4096                  # characters of a prompt, instruction or question
-    max_session_bytes: int = 256 * 2**20  # real bytes a reloaded session zip may unpack to
-    time_budget: float = 120.0            # seconds a request may run (sampling stops between steps past it)
-    max_new_tokens: int = 256             # tokens an answer may have
-
-    def session(self, max_image_pixels: int) -> SessionLimits:
-        return SessionLimits(self.max_turns, self.max_session_pixels, self.max_text, max_image_pixels)
 
 
 class DemoError(Exception):
@@ -71,12 +57,15 @@ class Demo:
     Args:
         pipeline: a :class:`~mingexp.pipeline.MingUniPipeline`.
         model_ref: how the CLI names the model (shown in the reproducing command lines).
+        load_args: the loader's other arguments (``mllm_path``, ``device``, ``dtype``, ...), repeated in those lines.
         max_pixels: uploads above this many pixels are refused before decoding.
     """
 
     def __init__(self, pipeline, model_ref: str, max_pixels: int = MAX_PIXELS, limits: DemoLimits | None = None,
-                 scratch: Scratch | None = None) -> None:
+                 scratch: Scratch | None = None, load_args: dict | None = None) -> None:
         self.pipeline, self.model_ref, self.max_pixels = pipeline, model_ref, int(max_pixels)
+        # how the model was loaded beyond its path (mllm_path, dtype, ...): part of every reproducing command
+        self.load_args = {k: v for k, v in (load_args or {}).items() if v not in (None, False, "sdpa", "cpu")}
         self.limits = limits or DemoLimits()
         self.scratch = scratch or Scratch()
         pipeline.model.cond_cache = None  # shared across visitors: its hits would leak other visitors' prompts (module docstring)
@@ -123,8 +112,26 @@ class Demo:
 
     def settings(self, tool_args: dict, options: dict, seconds: float) -> Result:
         shown = " · ".join(f"{k} {v}" for k, v in options.items())
-        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in {"model": self.model_ref, **tool_args, **options}.items())
+        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in {"model": self.model_ref, **self.load_args, **tool_args, **options}.items())
         return Result(f"{shown} · {seconds:.2f} s  \n`python -m mingexp.generate {args}`", seconds)
+
+    def keep_input(self, image: Image.Image) -> Path:
+        """The image a request edited, saved (once, by content) under the demo's scratch folder, so the reproducing
+        command names a real file; removed when the server stops."""
+        import hashlib
+        import io
+
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        data = buf.getvalue()
+        path = self.scratch.root / "inputs" / f"{hashlib.sha256(data).hexdigest()[:20]}.png"
+        if not path.is_file():
+            self.guard(lambda: self.scratch.require(len(data), "keeping the edited image for the reproducing command"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return path
 
     def guard(self, call: Callable):
         """Run a model call; bad input becomes a :class:`DemoError` with the library's message (server paths
@@ -152,7 +159,8 @@ class Demo:
         started = time.perf_counter()
         instruction = self.text(instruction, "instruction")
         edited = self.guard(lambda: self.pipeline.edit(image, instruction, progress=self.timed(progress), **options))
-        return edited, self.settings({"image": "<your image>", "instruction": instruction}, options, time.perf_counter() - started)
+        return edited, self.settings({"image": str(self.keep_input(image)), "instruction": instruction}, options,
+                                     time.perf_counter() - started)
 
     def turn(self, session: Session | None, text: str, seed, steps, guidance, progress: Progress | None = None) -> tuple[Session, Result]:
         """The chained-editing conversation: the first turn generates, every later one edits the current image."""
@@ -164,8 +172,9 @@ class Demo:
             self.guard(lambda: session.generate(text, progress=self.timed(progress), **options))
             tool = {"prompt": text}
         else:
+            source = session.latest
             self.guard(lambda: session.edit(text, progress=self.timed(progress), **options))
-            tool = {"image": "<the previous image>", "instruction": text}
+            tool = {"image": str(self.keep_input(source)), "instruction": text}
         return session, self.settings(tool, options, time.perf_counter() - started)
 
     def ask(self, session: Session | None, question: str, upload=None, max_new_tokens: int = 64) -> tuple[Session, str, float]:

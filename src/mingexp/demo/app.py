@@ -36,18 +36,30 @@ img {{ image-rendering: pixelated; }}
 """
 
 
+def display(image, box: int = LARGE):
+    """A small image enlarged by a whole factor (nearest neighbour) to fill ``box`` pixels: sharp square pixels, never
+    a blurry fractional scale (the toy model's 32-px images become 384 px). The session keeps the original."""
+    if image is None:
+        return None
+    from PIL import Image
+
+    k = max(1, box // max(image.size))
+    return image if k == 1 else image.resize((image.width * k, image.height * k), Image.NEAREST)
+
+
 def messages(session: Session | None) -> list[dict]:
     """The conversation: per turn, what was asked (with its latency) and the image or answer it gave."""
     out: list[dict] = []
     for t in session.turns if session is not None else []:
         said = "(uploaded image)" if t.kind == "load" else f"{t.kind}: {t.text}  ({t.seconds:.2f} s)"
-        reply = t.answer if t.kind == "ask" else gr.Image(value=session.images[t.image], format=IMAGE_FORMAT, show_label=False, height=SMALL)
+        reply = t.answer if t.kind == "ask" else gr.Image(value=display(session.images[t.image], SMALL), format=IMAGE_FORMAT, show_label=False,
+                                                          height=SMALL)
         out += [{"role": "user", "content": said}, {"role": "assistant", "content": reply}]
     return out
 
 
 def shown(session: Session | None) -> tuple[Session | None, list[dict], object]:
-    return session, messages(session), session.latest if session is not None else None
+    return session, messages(session), display(session.latest) if session is not None else None
 
 
 def page_errors(fn: Callable) -> Callable:
@@ -79,21 +91,21 @@ def build_app(demo: Demo, session_ttl: float = SESSION_TTL) -> gr.Blocks:
     @page_errors
     def generate(prompt, n, seed, steps, guidance, progress=gr.Progress()):
         images, result = demo.generate(prompt, n, seed, steps, guidance, bar(progress))
-        return images, images, result.settings
+        return [display(im) for im in images], images, result.settings
 
     @page_errors
     def pick_upload(path):
         image = demo.image(path)
-        return image, image
+        return image, display(image, SMALL * 2)
 
     def pick_gallery(images, evt: gr.SelectData):
         image = images[evt.index]
-        return image, image
+        return image, display(image, SMALL * 2)
 
     @page_errors
     def edit(source, instruction, seed, steps, guidance, image_guidance, progress=gr.Progress()):
         image, result = demo.edit(source, instruction, seed, steps, guidance, image_guidance, bar(progress))
-        return image, result.settings
+        return display(image), result.settings
 
     @page_errors
     def turn(session, text, seed, steps, guidance, progress=gr.Progress()):

@@ -23,38 +23,50 @@ import torch
 from PIL import Image, ImageDraw
 
 from mingexp.errors import ConfigError
+from mingexp.eval.base import Evaluation, Example
+from mingexp.io.records import write_json
 from mingexp.lit.callbacks import log_image
 from mingexp.lit.signals import stop_on_sigterm
 
 
-def pair_grid(examples: list, labels: Sequence[str] = (), cell: int = 96, columns: int = 8) -> Image.Image | None:
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=max(4, width)) or [""]
+
+
+def pair_grid(examples: Sequence[Example], labels: Sequence[str] = (), cell: int = 96, columns: int = 8, caption_lines: int = 2
+              ) -> Image.Image | None:
     """A grid of an evaluation's examples, one tile per example.
 
-    An example is ``(image, bool)`` (a GenEval image framed green / red) or a tuple of images shown side by
-    side (``(input, reconstruction)``, ``(source, target, output)``), each in its own bordered cell; ``labels``
-    names those cells in a header row above every column of tiles.
+    Each :class:`~mingexp.eval.base.Example` shows its images side by side, each in its own bordered cell
+    (``(input, reconstruction)``, ``(source, target, output)``, a GenEval image); its caption (the prompt or the
+    instruction) under them in up to ``caption_lines`` lines; its verdict as the tile's frame, green or red, with
+    ``[ok]`` / ``[x]`` before the caption. ``labels`` names the cells in a header row above every column of tiles.
     """
     if not examples:
         return None
+    examples = [e if isinstance(e, Example) else Example(tuple(e)) for e in examples]
+    n_cells = max(len(e.images) for e in examples)
+    text_h = 11 * caption_lines + 2 if any(e.caption for e in examples) else 0
+    w, h = n_cells * cell, cell + text_h
     tiles = []
-    for example in examples:
-        images = [x for x in example if isinstance(x, Image.Image)]
-        if len(images) == len(example):
-            tile = Image.new("RGB", (len(images) * cell, cell), "white")
-            draw = ImageDraw.Draw(tile)
-            for k, im in enumerate(images):
-                tile.paste(im.resize((cell - 4, cell - 4), Image.NEAREST), (k * cell + 2, 2))
-                draw.rectangle([k * cell, 0, (k + 1) * cell - 1, cell - 1], outline=(128, 128, 128), width=1)
-        else:
-            image, ok = example
-            tile = Image.new("RGB", (cell, cell), "white")
-            tile.paste(image.resize((cell - 4, cell - 4), Image.NEAREST), (2, 2))
-            ImageDraw.Draw(tile).rectangle([0, 0, cell - 1, cell - 1], outline="green" if ok else "red", width=2)
+    for e in examples:
+        tile = Image.new("RGB", (w, h), "white")
+        draw = ImageDraw.Draw(tile)
+        for k, im in enumerate(e.images):
+            tile.paste(im.resize((cell - 4, cell - 4), Image.NEAREST), (k * cell + 2, 2))
+            draw.rectangle([k * cell, 0, (k + 1) * cell - 1, cell - 1], outline=(128, 128, 128), width=1)
+        if e.caption:
+            mark = "" if e.ok is None else ("[ok] " if e.ok else "[x] ")
+            for line, text in enumerate(_wrap(mark + e.caption, w // 6)[:caption_lines]):
+                draw.text((3, cell + 1 + 11 * line), text, fill="black")
+        if e.ok is not None:
+            draw.rectangle([0, 0, w - 1, h - 1], outline="green" if e.ok else "red", width=2)
         tiles.append(tile)
-    w, h = tiles[0].size
     cols = min(columns, len(tiles))
     header = 14 if labels else 0
-    gap = 4 if labels else 0  # between tiles, so each example's cells read as one group
+    gap = 4 if labels or text_h else 0  # between tiles, so each example's cells read as one group
     canvas = Image.new("RGB", (cols * (w + gap), header + ((len(tiles) + cols - 1) // cols) * (h + gap)), "white")
     draw = ImageDraw.Draw(canvas)
     for c in range(cols):
@@ -87,8 +99,12 @@ class EvaluationCallback(L.Callback):
             if unknown:
                 raise ConfigError(f"callbacks.evaluation.final_overrides.{name}: unknown key(s) {unknown}; the evaluation takes "
                                   f"{sorted(k for k in params if k != 'self')}.")
-        # the in-training evaluations, built once from their configs
+        # the in-training evaluations, built once from their configs; each must implement the Evaluation contract
         self.evals = {name: factory() for name, factory in self.factories.items()}
+        for name, evaluation in self.evals.items():
+            if not isinstance(evaluation, Evaluation):
+                raise ConfigError(f"callbacks.evaluation.evals.{name} built a {type(evaluation).__name__}, which is not a "
+                                  "mingexp.eval.base.Evaluation: subclass it (work, __call__, optionally baselines).")
         self.dirpath, self.every_n_steps, self.at_end = Path(dirpath), int(every_n_steps), bool(at_end)
         self.full_suite_min_steps = int(full_suite_min_steps)
         self.history: list[dict] = []
@@ -164,5 +180,7 @@ class EvaluationCallback(L.Callback):
         values = self.evaluate(trainer, module, "final")
         self._log(trainer, {k.replace("eval/", "eval_final/", 1): v for k, v in values.items()})
         if trainer.is_global_zero:
+            # what trivial outputs score on the same items: every metric beside its floor and ceiling
+            baselines = {name: evaluation.baselines(module.model.default_size()) for name, evaluation in self.evals.items()}
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            (self.dirpath / "final.json").write_text(json.dumps({"step": trainer.global_step, "eval_seconds": self.seconds, **values}, indent=1))
+            write_json(self.dirpath / "final.json", {"step": trainer.global_step, "eval_seconds": self.seconds, **values, "baselines": baselines})

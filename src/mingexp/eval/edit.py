@@ -3,7 +3,13 @@
 A held-out edit (source image + instruction → target scene, :mod:`mingexp.data.shapes`) succeeds when the
 detector (:class:`~mingexp.eval.geneval.shapes_detector.ShapesDetector`) finds in the model's output
 exactly the target scene's objects: the same multiset of (shape, colour), each matched object's centre
-within ``position_tolerance`` × image size of the target's (so add / remove / recolour / move all count).
+within ``position_tolerance`` × image size of the target's (so add / remove / recolour / move all count): the
+changed objects present and the unchanged ones kept.
+
+An edit whose target scene is empty (remove the only object) is left out and counted (``excluded_empty``): its
+success would be "nothing detected", which noise and a blank canvas also achieve, so detection cannot score it.
+With it out, the floors hold: noise, a blank canvas and the unedited source score 0 and the ground-truth target 1
+(:meth:`EditEval.baselines`; tests/eval/test_baselines.py).
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image
 
-from mingexp.data.shapes import Scene
+from mingexp.data.shapes import BACKGROUND, Scene
+from mingexp.eval.base import Evaluation, Example, constant_image, noise_image, step_bar
 from mingexp.eval.common import load_samples
 from mingexp.eval.geneval.rules import THRESHOLD, Detection
 from mingexp.eval.metrics import EditSuccess
@@ -42,8 +50,8 @@ def scene_matches(detections: Sequence[Detection], scene: Scene, size: int, posi
     return True
 
 
-class EditEval:
-    """Edit success over the first ``n`` held-out single-step edits of ``urls`` (toy world)."""
+class EditEval(Evaluation):
+    """Edit success over the first ``n`` held-out single-step edits of ``urls`` (toy world) with a non-empty target."""
 
     name = "edit"
     example_labels: tuple[str, ...] = ("source", "target", "output")  # the cells of each example tile (pair_grid)
@@ -53,6 +61,7 @@ class EditEval:
         self.urls, self.detector, self.n, self.batch_size, self.seed = urls, detector, int(n), int(batch_size), int(seed)
         self.position_tolerance, self.steps, self.guidance_scale = float(position_tolerance), steps, guidance_scale
         self._samples = None
+        self.excluded_empty = 0  # edits left out: their target scene is empty (module docstring)
 
     def work(self) -> int:
         """Images this evaluation generates (the unit its time is estimated in)."""
@@ -61,9 +70,11 @@ class EditEval:
     def samples(self):
         if self._samples is None:
             samples, _ = load_samples(self.urls, "edit", self.n, "eval.edit.urls")
-            self._samples = [s for s in samples if "target_scene" in s.meta]
+            scored = [s for s in samples if "target_scene" in s.meta]
+            self._samples = [s for s in scored if Scene.from_json(s.meta["target_scene"]).objects]
+            self.excluded_empty = len(scored) - len(self._samples)
             if not self._samples:
-                raise ValueError(f"eval.edit.urls={self.urls}: no edits with a target_scene (toy-world edit shards).")
+                raise ValueError(f"eval.edit.urls={self.urls}: no edits with a non-empty target_scene (toy-world edit shards).")
         return self._samples
 
     def score(self, images, samples) -> torch.Tensor:
@@ -72,12 +83,26 @@ class EditEval:
             for im, s in zip(images, samples)
         ], dtype=torch.float32)
 
-    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
+    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list[Example]]:
         samples = self.samples()
         outputs = generate(model, [s.prompt for s in samples], seed_range(self.seed, len(samples)), [s.inputs for s in samples],
-                           batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale)
+                           batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale,
+                           progress=step_bar(self.progress, f"{self.name}: {len(samples)} edits"))
+        verdicts = self.score(outputs, samples)
         metric = EditSuccess()
-        metric.update(self.score(outputs, samples))
+        metric.update(verdicts)
         size = outputs[0].width
-        return {"success": float(metric.compute())}, [(s.inputs[0].resize((size, size)), s.target.resize((size, size)), o)
-                                                      for s, o in zip(samples, outputs)]
+        examples = [Example((s.inputs[0].resize((size, size)), s.target.resize((size, size)), o), s.prompt, bool(ok))
+                    for s, o, ok in zip(samples, outputs, verdicts)]
+        return {"success": float(metric.compute()), "excluded_empty": float(self.excluded_empty)}, examples
+
+    def baselines(self, size: int) -> dict[str, dict[str, float | None]]:
+        """Success of noise, a blank canvas (the world's background), the unedited source and the ground-truth target."""
+        samples = self.samples()
+        outputs = {
+            "noise": [noise_image(size, self.seed + k) for k in range(len(samples))],
+            "blank": [constant_image(size, BACKGROUND)] * len(samples),
+            "source": [s.inputs[0].convert("RGB").resize((size, size), Image.NEAREST) for s in samples],
+            "truth": [s.target.convert("RGB").resize((size, size), Image.NEAREST) for s in samples],
+        }
+        return {name: {"success": float(self.score(images, samples).mean())} for name, images in outputs.items()}

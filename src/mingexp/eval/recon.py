@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from mingexp.eval.base import Evaluation, Example, constant_image, finite, noise_image, step_bar
 from mingexp.eval.common import load_samples, pil_batch
 from mingexp.eval.metrics import ReconstructionMetrics
 from mingexp.models.generation import generate, seed_range
 
 
-class ReconEval:
+class ReconEval(Evaluation):
     """PSNR / SSIM of full-path reconstructions of the first ``n`` held-out images of ``urls``."""
 
     name = "recon"
@@ -39,13 +40,27 @@ class ReconEval:
                 raise ValueError(f"eval.recon.urls={self.urls}: no readable samples.")
         return self._samples
 
-    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
+    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list[Example]]:
         samples = self.samples()
         size = model.default_size()
         outputs = generate(model, [self.prompt] * len(samples), seed_range(self.seed, len(samples)), [s.inputs for s in samples],
-                           batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale, height=size, width=size)
+                           batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale, height=size, width=size,
+                           progress=step_bar(self.progress, f"{self.name}: {len(samples)} images"))
+        values = self.metrics(outputs, size)
+        return values, [Example((s.target.resize((size, size)), o)) for s, o in zip(samples, outputs)]
+
+    def metrics(self, outputs, size: int) -> dict[str, float]:
         metric = ReconstructionMetrics()
-        metric.update(pil_batch(outputs, size), pil_batch([s.target for s in samples], size))
-        values = {k: float(v) for k, v in metric.compute().items()}
-        pairs = [(s.target.resize((size, size)), o) for s, o in zip(samples, outputs)]
-        return values, pairs
+        metric.update(pil_batch(outputs, size), pil_batch([s.target for s in self.samples()], size))
+        return {k: float(v) for k, v in metric.compute().items()}
+
+    def baselines(self, size: int) -> dict[str, dict[str, float | None]]:
+        """PSNR / SSIM of noise and of each input's mean colour (floors), and of the input itself (the ceiling: SSIM 1,
+        PSNR unbounded, shown as –)."""
+        samples = self.samples()
+        means = [tuple(int(c) for c in pil_batch([s.target], size)[0].mean(dim=(1, 2)).mul(255).round()) for s in samples]
+        return {
+            "noise": finite(self.metrics([noise_image(size, self.seed + k) for k in range(len(samples))], size)),
+            "mean_colour": finite(self.metrics([constant_image(size, m) for m in means], size)),
+            "truth": finite(self.metrics([s.target for s in samples], size)),
+        }

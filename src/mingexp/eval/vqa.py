@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from collections import Counter
+
+from mingexp.eval.base import Evaluation, Example
 from mingexp.eval.common import load_samples
-from mingexp.eval.metrics import VQAAccuracy
+from mingexp.eval.metrics import VQAAccuracy, normalize_answer
 
 
-class VQAEval:
+class VQAEval(Evaluation):
     """Accuracy over the first ``n`` questions of held-out vqa shards."""
 
     name = "vqa"
@@ -34,9 +37,22 @@ class VQAEval:
                 raise ValueError(f"eval.vqa.urls={self.urls}: no readable questions.")
         return self._samples
 
-    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
+    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list[Example]]:
         samples = self.samples()
-        answers = [model.chat(s.inputs, s.prompt, max_new_tokens=self.max_new_tokens) for s in samples]
+        from tqdm import tqdm
+
+        answers = [model.chat(s.inputs, s.prompt, max_new_tokens=self.max_new_tokens)
+                   for s in tqdm(samples, desc=f"{self.name}: questions", disable=not self.progress)]
+        return {"accuracy": self.accuracy(answers)}, []
+
+    def accuracy(self, answers) -> float:
         metric = VQAAccuracy()
-        metric.update(answers, [s.answer for s in samples])
-        return {"accuracy": float(metric.compute())}, []
+        metric.update(list(answers), [s.answer for s in self.samples()])
+        return float(metric.compute())
+
+    def baselines(self, size: int) -> dict[str, dict[str, float | None]]:
+        """Accuracy of always giving the most frequent answer (the floor a model that ignores the image reaches) and
+        of the reference answers (the ceiling)."""
+        answers = [s.answer for s in self.samples()]
+        majority = Counter(normalize_answer(a) for a in answers).most_common(1)[0][0]
+        return {"majority_answer": {"accuracy": self.accuracy([majority] * len(answers))}, "truth": {"accuracy": self.accuracy(answers)}}

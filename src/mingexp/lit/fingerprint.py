@@ -18,7 +18,6 @@ so when two runs of one command report different figures, something they compute
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import platform
@@ -128,15 +127,17 @@ def first_difference(a: dict, b: dict) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Where two runs parted: the first differing entry of their fingerprints.")
-    parser.add_argument("a", type=Path, help="a run folder or its fingerprint.json")
-    parser.add_argument("b", type=Path)
-    args = parser.parse_args(argv)
+    from mingexp.cli_args import REQUIRED, Opt, parse
+
+    spec = {"a": Opt(Path, REQUIRED, "a run folder or its fingerprint.json", positional=True),
+            "b": Opt(Path, REQUIRED, "the other run folder or fingerprint.json", positional=True)}
+    args = parse(sys.argv[1:] if argv is None else argv, spec, "lit.fingerprint",
+                 "Where two runs parted: the first differing entry of their fingerprints.")
     records = []
-    for path in (args.a, args.b):
+    for path in (args["a"], args["b"]):
         path = path / "fingerprint.json" if path.is_dir() else path
         if not path.is_file():
-            parser.error(f"{path}: no such file (runs write it with callbacks.fingerprint, on by default)")
+            raise SystemExit(f"lit.fingerprint: {path}: no such file (runs write it with callbacks.fingerprint, on by default)")
         records.append(json.loads(path.read_text()))
     difference = first_difference(*records)
     shared = sorted(set(records[0]["weights"]) & set(records[1]["weights"]), key=int)

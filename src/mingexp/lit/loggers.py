@@ -52,6 +52,9 @@ class WandbRun(WandbLogger):
 
     def __init__(self, task_name: str, seed: int = 0, name: str | None = None, group: str | None = None, **kwargs) -> None:
         super().__init__(name=name or job_name(task_name, seed), group=group or sweep_group(task_name), **kwargs)
+        # Lightning passes anonymous=None to wandb.init, which W&B answers with a deprecation warning at every run
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
     def finalize(self, status: str) -> None:
         super().finalize(status)

@@ -183,7 +183,12 @@ class Connector(nn.Module):
         # Unused (inputs are embeddings): free it (136 M parameters for Qwen2.5-0.5B).
         transformer.embed_tokens = None
         if gradient_checkpointing:
-            transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers' current name (5.x renamed it; the old one warns and goes in v6)
+            enable = getattr(transformer, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return cls(in_width, out_width, transformer, layout, mode=mode, dit_tokens=dit_tokens, out_norm=out_norm, in_norm=in_norm,
                    in_norm_momentum=in_norm_momentum, proj_out=proj_out)
 

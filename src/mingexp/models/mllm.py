@@ -38,6 +38,14 @@ from mingexp.utils import resolve_dtype
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 
 
+def cache_kwarg(module: nn.Module) -> str:
+    """The name a transformers model's forward takes its KV cache by (and its output returns it by): ``cache`` since
+    transformers 5.x renamed it, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 class FrozenMLLM(nn.Module):
     """A frozen Qwen2(.5)-VL returning hidden states at the query-block positions.
 
@@ -200,15 +208,18 @@ class FrozenMLLM(nn.Module):
         want_hidden = self.layer != -1
         if self.prefix_cache:
             # 3a. prompt once, without autograd, into a KV cache; then only the block, with autograd
+            # transformers' current cache API (``cache=`` / ``.cache``); the name it had before (``past_key_values``)
+            # where the installed version predates it
+            name = cache_kwarg(lm)
             with torch.no_grad():
-                cache = lm(inputs_embeds=prompt, attention_mask=inputs.attention_mask, position_ids=prompt_pos, use_cache=True).past_key_values
+                prefix = lm(inputs_embeds=prompt, attention_mask=inputs.attention_mask, position_ids=prompt_pos, use_cache=True)
             out = lm(
                 inputs_embeds=q,
                 attention_mask=mask,
                 position_ids=q_pos,
-                past_key_values=cache,
                 use_cache=True,
                 output_hidden_states=want_hidden,
+                **{name: getattr(prefix, name)},
             )
         else:
             # 3b. the whole sequence with autograd (reference path)

@@ -15,7 +15,6 @@ Usage: ``python -m mingexp.models.tiny OUT_DIR`` (or the functions below).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Iterable
@@ -443,10 +442,13 @@ def write_all(out: str | Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder to write mllm/, connector/, sana/, sd3/ and release/ into")
-    args = parser.parse_args(argv)
-    for name, path in write_all(args.out).items():
+    import sys
+
+    from mingexp.cli_args import REQUIRED, Opt, parse
+
+    spec = {"out": Opt(Path, REQUIRED, "the folder to write mllm/, connector/, sana/, sd3/ and release/ into", positional=True)}
+    args = parse(sys.argv[1:] if argv is None else argv, spec, "models.tiny", __doc__.splitlines()[0])
+    for name, path in write_all(args["out"]).items():
         print(f"{name}: {path}")
 
 

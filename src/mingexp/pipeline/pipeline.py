@@ -112,17 +112,26 @@ class MingUniPipeline:
         return self._null
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, out: str | Path, copy_mllm: bool = False, lora: str = "merged") -> Path:
+    def save_pretrained(self, out: str | Path, copy_mllm: bool = False, lora: str = "merged", progress: bool = False) -> Path:
         """Write the folder (see the module docstring). ``copy_mllm`` copies the MLLM folder instead of referencing it.
 
         A LoRA-tuned model (``model.lora``) is written ``merged`` (plain weights with the updates folded in: the
         folder loads as a model without LoRA) or ``separate`` (the DiT's base weights plus its adapter in
         ``transformer/lora/``, peft's format; the model config keeps ``lora`` and loading re-attaches it).
+        ``progress``: a bar over the parts as they are written.
         """
+        from tqdm import tqdm
+
         from mingexp.models.lora import without_lora
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=5 + bool(copy_mllm), desc=f"export → {out.name}", unit=" part", disable=not progress)
+
+        def done(part: str) -> None:
+            bar.set_postfix_str(part)
+            bar.update(1)
+
         m, cfg = self.model, export_model_config(self.config)
         merged = lora == "merged" and has_lora(m)
         # 1. trainable parts as safetensors; the connector with its Qwen2 config (LoRA folded in when merged)
@@ -133,15 +142,19 @@ class MingUniPipeline:
         save_tensors(connector.state_dict(), out / "connector" / "model.safetensors")
         if m.align is not None:
             save_tensors(m.align.state_dict(), out / "align.safetensors")
+        done("queries, connector, align")
         # 2. DiT, VAE and scheduler in diffusers' formats
         m.dit.save_pretrained(out / "transformer", lora=lora)
+        done("transformer")
         cfg["dit"] = m.dit.export_config("transformer")
         if merged:
             cfg["lora"] = None  # a plain model now
         if hasattr(m.vae, "autoencoder"):
             m.vae.autoencoder.save_pretrained(str(out / "vae"))
             cfg["vae"] = {**cfg["vae"], "path": ".", "subfolder": "vae"}
+        done("vae")
         m.sampler.scheduler().save_pretrained(str(out / "scheduler"))
+        done("scheduler")
         # the sampler reads the folder's scheduler/ (its whole config, not only the shift)
         cfg["sampler"] = {**cfg["sampler"], "scheduler": "scheduler", "shift": None, "num_train_timesteps": None}
         # 3. the connector is rebuilt from its own config (weights loaded afterwards), never from a path
@@ -161,10 +174,13 @@ class MingUniPipeline:
                 shutil.rmtree(target)
             shutil.copytree(mllm_source, target)
             cfg["mllm"]["path"] = "mllm"
+            done("mllm")
         index = {"format": FORMAT, "version": FORMAT_VERSION, "mllm_source": mllm_source, "mllm_copied": bool(copy_mllm), "model": cfg}
         tmp = out / (INDEX + ".tmp")
         tmp.write_text(json.dumps(index, indent=1))
         tmp.replace(out / INDEX)  # the index last: a folder without it is visibly incomplete
+        done(INDEX)
+        bar.close()
         return out
 
     # ----------------------------------------------------------------- loading

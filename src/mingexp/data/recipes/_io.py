@@ -60,9 +60,11 @@ def text_cell(value: Any) -> str:
 def write_rows(rows: Iterable[Any], make: Callable[[int, Any], dict], out: str | Path, shard_size: int, counts: Counter | None = None) -> Counter:
     """Write ``make(i, row)`` for every row into shards under ``out``; rows raising :class:`SkipSample` (or a
     malformed row's ``KeyError`` / ``TypeError`` / ``AttributeError``) are skipped and counted by reason."""
+    from tqdm import tqdm
+
     counts = Counter() if counts is None else counts
     with shard_sink(out, shard_size) as sink:
-        for i, row in enumerate(rows):
+        for i, row in enumerate(tqdm(rows, desc=f"→ {Path(out).name}", unit=" rows", mininterval=1.0, disable=None)):
             try:
                 sample = make(i, row)
             except SkipSample as e:

@@ -5,19 +5,20 @@
   multi-turn chains: image 0 = turn 1's ``source_img``, image k = turn k's ``target_img``.
 * Any other set (SEED-Data-Edit, UltraEdit, HQ-Edit, OmniEdit): :func:`convert` with its column names.
 
-    python -m mingexp.data.recipes.edit instructpix2pix data/train-*.parquet --out shards/ip2p
-    python -m mingexp.data.recipes.edit magicbrush data/train-*.parquet --out shards/magicbrush
-    python -m mingexp.data.recipes.edit generic data/*.parquet --out shards/x --source input_image --target output_image --instruction edit
+    python -m mingexp.data.recipes.edit instructpix2pix data/train-*.parquet out=shards/ip2p
+    python -m mingexp.data.recipes.edit magicbrush data/train-*.parquet out=shards/magicbrush
+    python -m mingexp.data.recipes.edit generic data/*.parquet out=shards/x source=input_image target=output_image instruction=edit
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from mingexp.cli_args import REQUIRED, Opt, parse
 from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, summary, text_cell, write_rows
 from mingexp.data.tasks import SkipSample
 
@@ -85,26 +86,32 @@ def convert(
     return write_rows(sorted(groups.items(), key=lambda kv: str(kv[0])), chain_sample, out, shard_size, counts)
 
 
+SPEC = {
+    "dataset": Opt(str, REQUIRED, f"the source's layout: {', '.join([*PRESETS, 'generic'])} (generic: name the columns)", positional=True),
+    "files": Opt(str, REQUIRED, "the source's files (parquet / jsonl / json; globs)", positional=True, many=True),
+    "out": Opt(str, REQUIRED, "the folder the shards are written into"),
+    "source": Opt(str, None, "generic: the source image column"),
+    "target": Opt(str, None, "generic: the edited image column"),
+    "instruction": Opt(str, None, "generic: the instruction column"),
+    "chain": Opt(str, None, "generic: the column grouping rows into multi-turn chains"),
+    "turn": Opt(str, None, "generic: the column ordering the turns of a chain (1-based)"),
+    "image_root": Opt(str, None, "the folder relative image paths are resolved against"),
+    "shard_size": Opt(int, 1000, "samples per shard"),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("dataset", choices=[*PRESETS, "generic"])
-    p.add_argument("files", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--source")
-    p.add_argument("--target")
-    p.add_argument("--instruction")
-    p.add_argument("--chain", default=None, help="column grouping rows into multi-turn chains")
-    p.add_argument("--turn", default=None, help="column ordering the turns of a chain (1-based)")
-    p.add_argument("--image-root", default=None, help="folder that relative image paths are resolved against")
-    p.add_argument("--shard-size", type=int, default=1000)
-    args = p.parse_args(argv)
-    if args.dataset == "generic":
-        if not (args.source and args.target and args.instruction):
-            p.error("generic needs --source, --target and --instruction column names")
-        cols = dict(source=args.source, target=args.target, instruction=args.instruction, chain=args.chain, turn=args.turn, extra=())
+    args = parse(sys.argv[1:] if argv is None else argv, SPEC, "data.recipes.edit", __doc__.splitlines()[0])
+    if args["dataset"] not in (*PRESETS, "generic"):
+        raise SystemExit(f"data.recipes.edit: dataset={args['dataset']!r}: one of {', '.join([*PRESETS, 'generic'])}.")
+    if args["dataset"] == "generic":
+        if not (args["source"] and args["target"] and args["instruction"]):
+            raise SystemExit("data.recipes.edit: generic needs source=, target= and instruction= column names.")
+        cols = dict(source=args["source"], target=args["target"], instruction=args["instruction"], chain=args["chain"], turn=args["turn"],
+                    extra=())
     else:
-        cols = PRESETS[args.dataset]
-    print(summary(convert(args.files, args.out, shard_size=args.shard_size, image_root=args.image_root, **cols), args.out))
+        cols = PRESETS[args["dataset"]]
+    print(summary(convert(args["files"], args["out"], shard_size=args["shard_size"], image_root=args["image_root"], **cols), args["out"]))
 
 
 if __name__ == "__main__":

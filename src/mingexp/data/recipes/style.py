@@ -6,18 +6,19 @@
 * ``pairs``: a parquet / CSV table (StyleBooth-like) with a content image, a style instruction and the
   stylised image per row (column names are arguments; image cells are bytes, HF image structs or paths).
 
-    python -m mingexp.data.recipes.style folder wikiart/ --out shards/wikiart
-    python -m mingexp.data.recipes.style pairs stylebooth.parquet --out shards/stylebooth --content content --instruction style --stylised target
+    python -m mingexp.data.recipes.style folder wikiart/ out=shards/wikiart
+    python -m mingexp.data.recipes.style pairs stylebooth.parquet out=shards/stylebooth content=content instruction=style stylised=target
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
+from mingexp.cli_args import REQUIRED, Opt, parse_command
 from mingexp.data.recipes._io import image_bytes, image_ext, pair_sample, read_parquet, summary, text_cell, write_rows
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -63,24 +64,28 @@ def convert_pairs(table: str | Path, out: str | Path, content: str, instruction:
     return write_rows(rows, pair, out, shard_size)
 
 
+COMMANDS = {
+    "folder": ("a folder of <style>/<image> files → style shards (the caption from the folder name)", {
+        "root": Opt(str, REQUIRED, "the folder of style sub-folders", positional=True),
+        "out": Opt(str, REQUIRED, "the folder the shards are written into"),
+        "template": Opt(str, "a painting in the style of {style}", "the caption, {style} replaced by the folder name"),
+    }),
+    "pairs": ("a table of (content, instruction, stylised) rows → style-transfer pair shards", {
+        "table": Opt(str, REQUIRED, "the table (parquet / jsonl)", positional=True),
+        "out": Opt(str, REQUIRED, "the folder the shards are written into"),
+        "content": Opt(str, "content", "the content image column"),
+        "instruction": Opt(str, "instruction", "the instruction column"),
+        "stylised": Opt(str, "stylised", "the stylised image column"),
+    }),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("folder")
-    f.add_argument("root")
-    f.add_argument("--out", required=True)
-    f.add_argument("--template", default="a painting in the style of {style}")
-    q = sub.add_parser("pairs")
-    q.add_argument("table")
-    q.add_argument("--out", required=True)
-    q.add_argument("--content", default="content")
-    q.add_argument("--instruction", default="instruction")
-    q.add_argument("--stylised", default="stylised")
-    args = p.parse_args(argv)
-    if args.cmd == "folder":
-        print(summary(convert_folder(args.root, args.out, args.template), args.out))
+    cmd, args = parse_command(sys.argv[1:] if argv is None else argv, COMMANDS, "data.recipes.style", __doc__.splitlines()[0])
+    if cmd == "folder":
+        print(summary(convert_folder(args["root"], args["out"], args["template"]), args["out"]))
     else:
-        print(summary(convert_pairs(args.table, args.out, args.content, args.instruction, args.stylised), args.out))
+        print(summary(convert_pairs(args["table"], args["out"], args["content"], args["instruction"], args["stylised"]), args["out"]))
 
 
 if __name__ == "__main__":

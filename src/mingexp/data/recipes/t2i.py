@@ -11,9 +11,11 @@ default). Step 2: img2dataset downloads the kept rows into webdataset shards (``
 
 from __future__ import annotations
 
-import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from mingexp.cli_args import REQUIRED, Opt, parse_command
 
 
 @dataclass
@@ -113,35 +115,39 @@ def download(
     )
 
 
+COMMANDS = {
+    "filter": ("apply the paper's metadata filters to a LAION / COYO metadata table", {
+        "src": Opt(str, REQUIRED, "the metadata table (parquet)", positional=True),
+        "dst": Opt(str, REQUIRED, "the filtered table", positional=True),
+        "max_aspect": Opt(float, 2.5, "drop images whose long side exceeds this times the short one"),
+        "max_watermark": Opt(float, 0.5, "drop rows whose watermark probability exceeds this"),
+        "min_similarity": Opt(float, 0.45, "drop rows whose image-text similarity is below this"),
+        "width_col": Opt(str, "WIDTH", "the width column"),
+        "height_col": Opt(str, "HEIGHT", "the height column"),
+        "watermark_col": Opt(str, "pwatermark", "the watermark column ('none' to skip the filter)"),
+        "similarity_col": Opt(str, "similarity", "the similarity column ('none' to skip the filter)"),
+    }),
+    "download": ("img2dataset the filtered table into webdataset shards", {
+        "url_list": Opt(str, REQUIRED, "the filtered table", positional=True),
+        "out": Opt(str, REQUIRED, "the shards' folder", positional=True),
+        "url_col": Opt(str, "URL", "the URL column"),
+        "caption_col": Opt(str, "TEXT", "the caption column"),
+        "image_size": Opt(int, 512, "images resized to this side"),
+        "processes": Opt(int, 16, "download processes"),
+        "threads": Opt(int, 64, "threads per process"),
+    }),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("filter", help="apply the paper's metadata filters")
-    f.add_argument("src")
-    f.add_argument("dst")
-    f.add_argument("--max-aspect", type=float, default=2.5)
-    f.add_argument("--max-watermark", type=float, default=0.5)
-    f.add_argument("--min-similarity", type=float, default=0.45)
-    f.add_argument("--width-col", default="WIDTH")
-    f.add_argument("--height-col", default="HEIGHT")
-    f.add_argument("--watermark-col", default="pwatermark", help="'none' to skip")
-    f.add_argument("--similarity-col", default="similarity", help="'none' to skip")
-    d = sub.add_parser("download", help="img2dataset into webdataset shards")
-    d.add_argument("url_list")
-    d.add_argument("out")
-    d.add_argument("--url-col", default="URL")
-    d.add_argument("--caption-col", default="TEXT")
-    d.add_argument("--image-size", type=int, default=512)
-    d.add_argument("--processes", type=int, default=16)
-    d.add_argument("--threads", type=int, default=64)
-    args = p.parse_args(argv)
-    if args.cmd == "filter":
+    cmd, args = parse_command(sys.argv[1:] if argv is None else argv, COMMANDS, "data.recipes.t2i", __doc__.splitlines()[0])
+    if cmd == "filter":
         none = lambda v: None if str(v).lower() == "none" else v  # noqa: E731
-        stats = filter_metadata(args.src, args.dst, args.max_aspect, args.max_watermark, args.min_similarity, args.width_col,
-                                args.height_col, none(args.watermark_col), none(args.similarity_col))
+        stats = filter_metadata(args["src"], args["dst"], args["max_aspect"], args["max_watermark"], args["min_similarity"],
+                                args["width_col"], args["height_col"], none(args["watermark_col"]), none(args["similarity_col"]))
         print(stats)
     else:
-        download(args.url_list, args.out, args.url_col, args.caption_col, args.image_size, args.processes, args.threads)
+        download(args["url_list"], args["out"], args["url_col"], args["caption_col"], args["image_size"], args["processes"], args["threads"])
 
 
 if __name__ == "__main__":

@@ -197,18 +197,21 @@ def prepare_shapes(out: str | Path, resolution: int = 64, seed: int = 0, counts:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
+    import sys
 
-    parser = argparse.ArgumentParser(description="Write the shapes toy world's shards.")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shard-size", type=int, default=1000)
-    for task, n in DEFAULT_COUNTS.items():
-        parser.add_argument(f"--{task.replace('_', '-')}", type=int, default=n, help=f"number of {task} samples (default {n})")
-    args = parser.parse_args(argv)
-    counts = {task: getattr(args, task) for task in DEFAULT_COUNTS}
-    print(prepare_shapes(args.out, args.resolution, args.seed, counts, args.shard_size))
+    from mingexp.cli_args import REQUIRED, Opt, parse
+
+    spec = {
+        "out": Opt(Path, REQUIRED, "the world's folder", positional=True),
+        "resolution": Opt(int, 64, "rendering resolution in pixels (32..512)"),
+        "seed": Opt(int, 0, "the world's seed (independent of a training seed)"),
+        "shard_size": Opt(int, 1000, "samples per shard"),
+        "progress": Opt(lambda v: v.lower() in ("1", "true", "yes"), True, "a progress bar per split"),
+        **{task: Opt(int, n, f"{task} samples") for task, n in DEFAULT_COUNTS.items()},
+    }
+    args = parse(sys.argv[1:] if argv is None else argv, spec, "data.shapes", "Write the shapes toy world's shards.")
+    counts = {task: args[task] for task in DEFAULT_COUNTS}
+    print(prepare_shapes(args["out"], args["resolution"], args["seed"], counts, args["shard_size"], progress=args["progress"]))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from mingexp.eval.base import Evaluation, Example, noise_image
 from mingexp.eval.geneval.metadata import load_metadata
 from mingexp.eval.geneval.protocol import score_folder, write_layout
 from mingexp.eval.metrics import GenEvalScore
@@ -48,7 +49,7 @@ def score_tracks(prompts: list[dict], results: list[dict]) -> dict[str, float]:
     return values
 
 
-class GenEvalEval:
+class GenEvalEval(Evaluation):
     """GenEval (or GenEval-Shapes) on a model.
 
     Args:
@@ -77,21 +78,36 @@ class GenEvalEval:
         """Images this evaluation generates (the unit its time is estimated in)."""
         return len(self.prompts()[0]) * self.images_per_prompt
 
-    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list]:
-        prompts, track = self.prompts()
-
+    def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list[Example]]:
         def images(texts, seeds):
             return generate(model, texts, seeds, batch_size=self.batch_size, steps=self.steps, guidance_scale=self.guidance_scale)
 
+        return self.run(images, out_dir, progress=self.progress)
+
+    def run(self, images, out_dir: Path | None = None, examples: int = 16, progress: bool = False) -> tuple[dict[str, float], list[Example]]:
+        """Write ``images(texts, seeds)`` into the official layout, score it, summarise (per tag, per seen / unseen)."""
+        from PIL import Image
+
+        prompts, track = self.prompts()
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(out_dir) if out_dir is not None else Path(tmp)
-            write_layout(prompts, folder, images, self.images_per_prompt, self.seed, self.batch_size, progress=False)
-            summary, results = score_folder(folder, self.detector, self.images_per_prompt, track, progress=False)
+            write_layout(prompts, folder, images, self.images_per_prompt, self.seed, self.batch_size, progress=progress)
+            summary, results = score_folder(folder, self.detector, self.images_per_prompt, track, progress=progress)
             values = score_tracks(prompts, results)
             values["correct_prompts"] = summary["correct_prompts"]
             values["missing"] = float(summary["missing"])
-            from PIL import Image
-
-            shown = [(Image.open(folder / f"{i:05d}" / "samples" / "0000.png").convert("RGB"), r["correct"])
-                     for i, r in zip(range(len(prompts)), results[:: self.images_per_prompt])][:16]
+            shown = [Example((Image.open(folder / f"{i:05d}" / "samples" / "0000.png").convert("RGB"),), prompts[i]["prompt"], r["correct"])
+                     for i, r in zip(range(len(prompts)), results[:: self.images_per_prompt])][:examples]
         return values, shown
+
+    def baselines(self, size: int) -> dict[str, dict[str, float | None]]:
+        """Noise (the floor) and, on GenEval-Shapes, ground-truth renders of each prompt's scene (the ceiling), scored
+        through the same protocol; the official GenEval has no ground-truth images."""
+        prompts, track = self.prompts()
+        keep = lambda values: {k: v for k, v in values.items() if k not in ("correct_prompts", "missing")}  # noqa: E731
+        out = {"noise": keep(self.run(lambda texts, seeds: [noise_image(size, s) for s in seeds], examples=0)[0])}
+        if track.startswith("shapes"):
+            from mingexp.eval.geneval.baselines import ground_truth
+
+            out["truth"] = keep(self.run(ground_truth(prompts, size), examples=0)[0])
+        return out
