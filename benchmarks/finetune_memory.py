@@ -23,7 +23,7 @@ import argparse
 import torch
 
 from mingexp.lit.memory import GIB, PartCost, counts, estimate, table
-from mingexp.models.connector import Connector
+from mingexp.models.connector import Connector, FinestScale, L2Norm, LinearProjection, PerScaleStack
 from mingexp.models.denoisers.sana_release import ReleasedSanaDenoiser
 from mingexp.models import public
 from mingexp.models.lora import DIT_TARGETS, QWEN2_TARGETS, LoRA
@@ -53,7 +53,8 @@ def real_parts(lora: LoRA | None, gradient_checkpointing: bool = True, release: 
         if release:  # the released glue around the same parts
             projector = torch.nn.Sequential(torch.nn.Linear(RELEASED_VISION_OUT, d), torch.nn.GELU(), torch.nn.Linear(d, d))
             mllm.model.visual = ProjectedVision(mllm.model.visual, projector)
-            connector = Connector(d, d, stack, build_layout(SCALES), mode="per_scale", proj_out="linear", out_norm="l2", dit_tokens="finest")
+            connector = Connector(d, d, stack, build_layout(SCALES), stack=PerScaleStack(), tokens=FinestScale(), proj_out=LinearProjection,
+                                  out_norm=L2Norm)
             dit = ReleasedSanaDenoiser(dit, d, RELEASED_HEAD_HIDDEN)
         else:
             connector = Connector(d, SANA_1600M_512["caption_channels"], stack, build_layout(SCALES))

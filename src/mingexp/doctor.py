@@ -31,7 +31,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from mingexp.errors import ConfigError
 from mingexp.lit.quiet import quiet_fit
@@ -252,7 +252,7 @@ def doctor(cfg: DictConfig) -> dict[str, Any]:
         "fsdp_wrap": _fsdp_wrap(cfg, model), "estimate_gib": _gib(as_built["total"]), "estimate_full_depth_gib": _gib(at_full["total"]),
         "estimate_full_depth": {k: _gib(v) for k, v in at_full.items()},
     }
-    print(f"[doctor] parameters at full depth (M): " + ", ".join(f"{k} {v / 1e6:,.1f}" for k, v in parameters.items()), flush=True)
+    print("[doctor] parameters at full depth (M): " + ", ".join(f"{k} {v / 1e6:,.1f}" for k, v in parameters.items()), flush=True)
     print(f"[doctor] dtypes: {report['dtypes']}; FSDP would wrap {report['fsdp_wrap']}", flush=True)
     print(f"[doctor] memory estimate per GPU at batch {batch}: {as_built['total'] / GIB:,.2f} GiB as built, "
           f"{at_full['total'] / GIB:,.2f} GiB at full depth ({', '.join(f'{k} {v / GIB:,.2f}' for k, v in at_full.items() if k != 'total')})",

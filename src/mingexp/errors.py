@@ -9,6 +9,10 @@ class ConfigError(ValueError):
     """A value in the configuration cannot work. The message names the key and the fix."""
 
 
+class InputError(ValueError):
+    """A bad input (path, image, prompt, turn, folder): the message says what and how to fix it."""
+
+
 class UnsafeConfigError(ConfigError):
     """A config read from a folder (an export, a run) asks for something only the user may ask for: a callable
     that is not one of mingexp's builders, an interpolation, remote code. The message names the key."""

@@ -22,8 +22,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mingexp.errors import ConfigError
+from mingexp.io import checkpoint as io_checkpoint
 from mingexp.io.records import plain, write_json
-from mingexp.lit.compat import upgrade_keys
 
 EVALS = ("geneval", "geneval_shapes", "recon", "edit", "vqa")
 
@@ -73,20 +73,9 @@ def load_model(cfg: DictConfig, config: dict | None = None):
     """
     model = instantiate(config if config is not None else model_config(cfg))
     if cfg.get("ckpt_path"):
-        if not Path(cfg.ckpt_path).is_file():
+        if not Path(str(cfg.ckpt_path)).is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")
-        state = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
-        # the LightningModule stores the model under "model."; the EMA keeps the same names
-        weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
-        weights.update({k.removeprefix("model."): v for k, v in state.get("ema", {}).items()})
-        weights = upgrade_keys(weights, set(model.state_dict()))  # a checkpoint from before the Denoiser seam
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        if unexpected or trainable & set(missing):
-            raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path} does not fit the model config (missing {sorted(trainable & set(missing))[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]}): pass the model=... the run was trained with."
-            )
+        io_checkpoint.load_into(model, cfg.ckpt_path)  # EMA weights when present; any mismatch named (mingexp.io.checkpoint)
     return model.eval()
 
 

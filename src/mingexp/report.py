@@ -39,7 +39,6 @@ are named in a warning, and a table never holds NaN (a value that cannot be comp
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field

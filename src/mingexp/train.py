@@ -28,11 +28,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mingexp.errors import ConfigError, TrainingDiverged
+from mingexp.io import checkpoint as io_checkpoint
 from mingexp.eval.headline import headline_lines
 from mingexp.lit import resume
 from mingexp.lit.checkpoint import newest_checkpoint
 from mingexp.lit.quiet import quiet_fit
-from mingexp.lit.compat import upgrade_keys
 
 
 def _instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -55,16 +55,15 @@ def _check(cfg: DictConfig) -> None:
 
 
 def _init_from(module: L.LightningModule, path: str) -> list[str]:
-    """Start a stage from another run's weights (model and EMA only; fresh optimizer, schedule and step).
-    Returns the keys it loaded."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    current = module.state_dict()
-    weights = upgrade_keys(state["state_dict"], current)  # a pre-seam checkpoint's DiT keys (mingexp.lit.compat)
-    loadable = {k: v for k, v in weights.items() if k in current and current[k].shape == v.shape}
-    skipped = sorted(set(weights) - set(loadable))
-    module.load_state_dict(loadable, strict=False)
-    print(f"[mingexp] init_from {path}: {len(loadable)} tensors loaded, {len(skipped)} skipped{(' e.g. ' + skipped[0]) if skipped else ''}")
-    return sorted(loadable)
+    """Start a stage from another run's weights (model and EMA only; fresh optimizer, schedule and step):
+    :func:`mingexp.io.checkpoint.init_from`, which names any tensor of another shape. Returns the keys it loaded (the
+    module's names)."""
+    loaded = io_checkpoint.init_from(module.model, path)
+    skipped = [f"model.{k}" for k in loaded.mismatch.unexpected]
+    new = f"; {len(loaded.mismatch.missing)} start as built (e.g. model.{loaded.mismatch.missing[0]})" if loaded.mismatch.missing else ""
+    print(f"[mingexp] init_from {path}: {len(loaded.keys)} tensors loaded, {len(skipped)} skipped"
+          f"{(' e.g. ' + skipped[0]) if skipped else ''}{new}", flush=True)
+    return [f"model.{k}" for k in loaded.keys]
 
 
 def _kept(output_dir: Path, prefer: str = "last.ckpt") -> str:

@@ -56,20 +56,34 @@ ALLOWED_TARGETS: dict[str, frozenset[str] | Callable[[], frozenset[str]]] = {
     "mllm.processor": frozenset({"mingexp.models.processor.MLLMProcessor.from_pretrained",
                                  "mingexp.models.release.processor.ReleasedProcessor.from_pretrained"}),
     "queries": frozenset({"mingexp.models.queries.MultiScaleQueries"}),
+    "queries.boundary": frozenset({"mingexp.models.queries.PerScaleBoundary", "mingexp.models.queries.SharedBoundary"}),
+    "queries.grid_encoding": frozenset({"mingexp.models.queries.SinCosGridEncoding", "mingexp.models.queries.NoGridEncoding"}),
+    "queries.positions": frozenset({"mingexp.models.queries.GridPositions", "mingexp.models.queries.RowPositions"}),
     "connector": frozenset({"mingexp.models.connector.Connector.build"}),
+    "connector.in_norm": frozenset({"mingexp.models.connector.NoInputNorm", "mingexp.models.connector.RunningStandardize"}),
+    "connector.stack": frozenset({"mingexp.models.connector.JointStack", "mingexp.models.connector.PerScaleStack"}),
+    "connector.tokens": frozenset({"mingexp.models.connector.AllScales", "mingexp.models.connector.FinestScale",
+                                   "mingexp.models.connector.OneScale"}),
+    "connector.proj_out": frozenset({"mingexp.models.connector.MLPProjection", "mingexp.models.connector.LinearProjection"}),
+    "connector.out_norm": frozenset({"mingexp.models.connector.RMSOut", "mingexp.models.connector.L2Norm",
+                                     "mingexp.models.connector.NoOutputNorm"}),
     "dit": lambda: adapter_targets("mingexp.models.denoisers", "mingexp.models.denoisers.base.Denoiser", "build"),
-    "align": lambda: adapter_targets("mingexp.models.align", "mingexp.models.align.base.Alignment"),
+    "align": lambda: adapter_targets("mingexp.models.align", "mingexp.models.align.base.Alignment", "build"),
     "vae": frozenset({"mingexp.models.vae.DCAE.from_pretrained", "mingexp.models.vae.KLVAE.from_pretrained", "mingexp.models.vae.PixelSpace"}),
     "flow": frozenset({"mingexp.diffusion.flow.FlowMatching"}),
     "sampler": frozenset({"mingexp.diffusion.sampler.FlowSampler"}),
     "cond_dropout": frozenset({"mingexp.diffusion.flow.ConditionDropout"}),
+    "cond_dropout.null_condition": frozenset({"mingexp.diffusion.flow.EmptyPromptNull", "mingexp.diffusion.flow.ZerosNull"}),
     "cond_cache": frozenset({"mingexp.models.cond_cache.PromptStateCache"}),
+    # a part's own folder (mingexp.io.part_folder): a saved alignment head names its reading's class
+    "align.saved": lambda: adapter_targets("mingexp.models.align", "mingexp.models.align.base.Alignment"),
     "lora": frozenset({"mingexp.models.lora.LoRA"}),
 }
 # Hydra keys a folder may carry besides _target_ (_convert_ only changes how arguments are passed).
 ALLOWED_HYDRA_KEYS = frozenset({"_target_", "_convert_"})
 # Parts the model builder completes with the loaded widths: Hydra hands them over as partials.
-PARTIAL_PLACES = frozenset({"queries", "connector", "align", "mllm.processor"})
+PARTIAL_PLACES = frozenset({"queries", "connector", "align", "mllm.processor", "connector.in_norm", "connector.proj_out",
+                            "connector.out_norm"})
 
 
 def _allowed(place: str) -> frozenset[str]:
@@ -100,11 +114,14 @@ def _walk(node: Any, where: str):
             yield from _walk(value, path)
 
 
-def _check_structure(config: Any, source: str, interpolation: re.Pattern | None) -> None:
-    """Rules 1 and 2 on ``config`` (the ``model`` section); raises :class:`UnsafeConfigError`."""
+def _check_structure(config: Any, source: str, interpolation: re.Pattern | None, root: str = "") -> None:
+    """Rules 1 and 2 on ``config`` (the ``model`` section, or a part's config at place ``root``); raises
+    :class:`UnsafeConfigError`."""
     if not isinstance(config, Mapping):
         raise UnsafeConfigError(f"{source}: the model config must be a mapping, got {type(config).__name__}.")
     entries = [("", None, config), *_walk(config, "")]
+    if root:
+        entries = [(f"{root}.{path}".strip("."), key, value) for path, key, value in entries]
     for path, key, value in entries:
         if key == "_partial_" and path.rpartition("._partial_")[0] in PARTIAL_PLACES and value is True:
             continue
@@ -113,6 +130,7 @@ def _check_structure(config: Any, source: str, interpolation: re.Pattern | None)
                                     f"(allowed: {sorted(ALLOWED_HYDRA_KEYS)}). Re-export the checkpoint with mingexp.")
         if key == "_target_":
             place = path.rpartition("._target_")[0] if "." in path else ""
+            place = root if root and path == f"{root}._target_" else place
             allowed = _allowed(place)
             if value not in allowed:
                 where = f"model.{place}" if place else "model"
@@ -169,3 +187,11 @@ def trusted_model_config(
     # Resolution may copy nodes (``${model.dit}``) or bring in values with ``${``: check the result as data again.
     _check_structure(resolved, source, None)
     return _apply_loader_flags(resolved, source, flags or {})
+
+
+def check_part_config(config: Any, source: str, place: str) -> dict:
+    """A part's own saved config (``queries.json``, ``connector.json``, ``align.json``: :mod:`mingexp.io.part_folder`),
+    checked as data at its place in the model tree: its variants' ``_target_``s must be mingexp's classes there, no
+    other Hydra key, no interpolation."""
+    _check_structure(config, source, None, root=place)
+    return copy.deepcopy(dict(config))

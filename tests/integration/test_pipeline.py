@@ -42,8 +42,9 @@ def pipe(exported) -> MingUniPipeline:
 def test_export_folder_has_no_pickles_and_round_trips_exactly(exported, pipe, tmp_path):
     ckpt, folder = exported
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert {"mingexp_pipeline.json", "queries.safetensors", "connector/model.safetensors", "connector/config.json",
-            "transformer/config.json", "scheduler/scheduler_config.json"} <= files
+    # format 3: the sum of the parts' own folders plus the index (issue 35)
+    assert {"mingexp_pipeline.json", "queries/queries.json", "queries/model.safetensors", "connector/model.safetensors",
+            "connector/config.json", "connector/connector.json", "transformer/config.json", "scheduler/scheduler_config.json"} <= files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
     # the EMA weights were exported: queries equal the checkpoint's EMA shadow, not the raw weights
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -117,8 +118,8 @@ def test_incomplete_or_foreign_export_folders_are_refused(exported, tmp_path):
 
     folder = tmp_path / "copy"
     shutil.copytree(exported[1], folder)
-    (folder / "queries.safetensors").unlink()
-    with pytest.raises(InputError, match="incomplete.*queries.safetensors"):
+    (folder / "queries" / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="incomplete.*queries/model.safetensors"):
         MingUniPipeline.from_pretrained(folder)
     index = json.loads((exported[1] / "mingexp_pipeline.json").read_text())
     (folder / "mingexp_pipeline.json").write_text(json.dumps({**index, "version": 99}))

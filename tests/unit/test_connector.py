@@ -1,19 +1,25 @@
-"""Connector: bidirectional Qwen2 stack, joint vs per-scale, checkpoint init, width checks."""
+"""Connector: bidirectional Qwen2 stack, its variants as classes (stack, token selection, projections, norms),
+checkpoint init, width checks; each variant as its config file builds it."""
+
+import functools
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from mingexp.errors import ConfigError
+from mingexp.models import connector as C
 from mingexp.models.connector import Connector
 from mingexp.models.queries import build_layout
 
 CFG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
+STACKS = {"joint": C.JointStack(), "per_scale": C.PerScaleStack()}
 
 
 def make(mode="joint", **kw):
     torch.manual_seed(0)
-    return Connector.build(in_width=16, out_width=24, layout=build_layout([2, 4]), config=CFG, mode=mode, **kw).eval()
+    return Connector.build(in_width=16, out_width=24, layout=build_layout([2, 4]), config=CFG, stack=STACKS[mode], **kw).eval()
 
 
 def test_shapes_per_scale():
@@ -24,7 +30,7 @@ def test_shapes_per_scale():
 
 
 def test_finest_only_feeds_largest_scale():
-    c = make(dit_tokens="finest")
+    c = make(tokens=C.FinestScale())
     out = c(torch.randn(1, 20, 16))
     assert torch.equal(c.dit_condition(out), out[4])
 
@@ -61,36 +67,47 @@ def test_exactly_one_source():
 
 
 def test_one_chosen_scale_feeds_the_dit_and_an_absent_one_is_named():
-    c = make(dit_tokens=2)
+    c = make(tokens=C.OneScale(2))
     out = c(torch.randn(1, 20, 16))
     assert torch.equal(c.dit_condition(out), out[2])
-    with pytest.raises(ConfigError, match=r"model.connector.dit_tokens=8: use one of \('all', 'finest', 2, 4\)"):
-        make(dit_tokens=8)
+    with pytest.raises(ConfigError, match=r"model.connector.tokens.scale=8: not one of the query scales \[2, 4\]"):
+        make(tokens=C.OneScale(8))
 
 
 def test_released_projection_is_one_linear():
-    c = make(proj_out="linear", out_norm="l2")
+    c = make(proj_out=C.LinearProjection, out_norm=C.L2Norm)
     assert isinstance(c.proj_out, torch.nn.Linear) and c.proj_out.weight.shape == (24, 32)
     x = torch.randn(1, 20, 16)
     hidden = c.transformer(inputs_embeds=c.proj_in(x), use_cache=False).last_hidden_state
     assert torch.allclose(c(x)[4], torch.nn.functional.normalize(c.proj_out(hidden), dim=-1)[:, 4:], atol=1e-6)
 
 
-def test_bad_mode_is_rejected():
-    with pytest.raises(ConfigError, match="model.connector.mode='sideways'"):
-        make(mode="sideways")
+def test_the_variants_keep_the_tensor_names_they_had_as_switches():
+    """Checkpoints written before the variants were classes load unchanged: same keys, same shapes."""
+    assert {k for k in make().state_dict() if k.startswith(("proj_out", "out_norm"))} == {"proj_out.0.weight", "proj_out.0.bias",
+                                                                                          "proj_out.2.weight", "proj_out.2.bias",
+                                                                                          "out_norm.weight"}
+    assert {k for k in make(proj_out=C.LinearProjection).state_dict() if k.startswith("proj_out")} == {"proj_out.weight", "proj_out.bias"}
 
 
-@pytest.mark.parametrize("norm", ["rms", "l2", "none"])
-def test_output_norms(norm):
-    out = make(out_norm=norm)(torch.randn(1, 20, 16))[4]
-    if norm == "l2":
-        assert torch.allclose(out.norm(dim=-1), torch.ones(1, 16), atol=1e-5)
-    assert torch.isfinite(out).all()
+@pytest.mark.parametrize("group,choice,cls", [
+    ("in_norm", "none", C.NoInputNorm), ("in_norm", "standardize", C.RunningStandardize), ("stack", "joint", C.JointStack),
+    ("stack", "per_scale", C.PerScaleStack), ("tokens", "all", C.AllScales), ("tokens", "finest", C.FinestScale),
+    ("proj_out", "mlp", C.MLPProjection), ("proj_out", "linear", C.LinearProjection), ("out_norm", "rms", C.RMSOut),
+    ("out_norm", "l2", C.L2Norm), ("out_norm", "none", C.NoOutputNorm),
+])
+def test_each_variant_file_builds_its_class(tiny_dir, group, choice, cls):
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(tiny_dir, f"model/connector/{group}={choice}")
+    node = instantiate(cfg.model.connector[group])
+    built = node(**({"positions": 20, "width": 16} if group == "in_norm" else {"hidden": 32, "out_width": 24} if group == "proj_out"
+                    else {"width": 24})) if isinstance(node, functools.partial) else node
+    assert isinstance(built, cls)
 
 
 def test_standardized_input_uses_running_statistics_of_training_batches():
-    c = make(in_norm="standardize", in_norm_momentum=0.5)
+    c = make(in_norm=functools.partial(C.RunningStandardize, momentum=0.5))
     common = torch.randn(20, 16) * 5  # a large prompt-independent part, as the MLLM's query states have
     first, second = common + 0.1 * torch.randn(8, 20, 16), common + 0.1 * torch.randn(8, 20, 16)
     c.train()
@@ -111,11 +128,15 @@ def test_standardized_input_uses_running_statistics_of_training_batches():
     # the common part (norm ~5 per feature) is gone and the prompts' variation (0.1) is at unit scale
     assert normed.mean(0).abs().mean() < 1 and 0.5 < normed.std(0).mean() < 2
     # the statistics travel with the weights (checkpoints, exports)
-    again = make(in_norm="standardize")
+    again = make(in_norm=C.RunningStandardize)
     again.load_state_dict(c.state_dict())
     assert torch.equal(again.in_norm.var, c.in_norm.var)
 
 
-def test_unknown_input_norm_is_refused():
-    with pytest.raises(ConfigError, match=r"model.connector.in_norm='batch': use one of \('none', 'standardize'\)"):
-        make(in_norm="batch")
+def test_an_unknown_variant_is_a_config_error_naming_the_valid_choices(tiny_dir):
+    from hydra.errors import ConfigCompositionException
+
+    from tests.conftest import compose_cfg
+
+    with pytest.raises(ConfigCompositionException, match=r"Could not find 'model/connector/in_norm/batch'"):
+        compose_cfg(tiny_dir, "model/connector/in_norm=batch")

@@ -62,10 +62,9 @@ def test_condition_dropout_rate():
     assert not ConditionDropout(p=0.0).sample(1000).any()
 
 
-@pytest.mark.parametrize("kwargs,msg", [({"p": 1.5}, "cond_dropout.p"), ({"null_condition": "ones"}, "null_condition='ones'")])
-def test_bad_dropout_config(kwargs, msg):
-    with pytest.raises(ConfigError, match=msg):
-        ConditionDropout(**kwargs)
+def test_bad_dropout_config():
+    with pytest.raises(ConfigError, match="cond_dropout.p"):
+        ConditionDropout(p=1.5)
 
 
 def test_bad_timestep_sampling():

@@ -4,7 +4,18 @@ import pytest
 import torch
 
 from mingexp.errors import ConfigError
-from mingexp.models.queries import MultiScaleQueries, build_layout, sincos_grid_encoding, validate_scales
+from mingexp.models.queries import (
+    GridPositions,
+    MultiScaleQueries,
+    NoGridEncoding,
+    RowPositions,
+    SharedBoundary,
+    build_layout,
+    sincos_grid_encoding,
+    validate_scales,
+)
+
+POSITIONS = {"grid": GridPositions(), "row": RowPositions()}
 
 
 def test_default_scales_give_336_queries_and_342_block_tokens():
@@ -16,7 +27,7 @@ def test_default_scales_give_336_queries_and_342_block_tokens():
 
 
 def test_per_scale_boundary_tokens_wrap_each_scale():
-    q = MultiScaleQueries(8, [2, 3], grid_encoding="none")
+    q = MultiScaleQueries(8, [2, 3], grid_encoding=NoGridEncoding())
     block = q(1)[0]
     # [START_0, Q_0 (4), END_0, START_1, Q_1 (9), END_1]
     assert torch.equal(block[0], q.start[0]) and torch.equal(block[5], q.end[0])
@@ -27,7 +38,7 @@ def test_per_scale_boundary_tokens_wrap_each_scale():
 
 def test_shared_frozen_boundary_reproduces_release():
     start, end = torch.randn(8), torch.randn(8)
-    q = MultiScaleQueries(8, [2, 3], boundary="shared", boundary_trainable=False, boundary_init=(start, end))
+    q = MultiScaleQueries(8, [2, 3], boundary=SharedBoundary(trainable=False), boundary_init=(start, end))
     block = q(1)[0]
     assert q.start.shape == (1, 8) and not q.start.requires_grad
     for i in (0, 6):
@@ -37,7 +48,7 @@ def test_shared_frozen_boundary_reproduces_release():
 
 
 def test_grid_layout_positions():
-    layout = build_layout([2, 3], "grid")
+    layout = build_layout([2, 3], GridPositions())
     pos = layout.positions
     assert pos.shape == (3, layout.block_length)
     # START of scale 2 at 0; its queries at t=1, h=1+i, w=1+j
@@ -63,7 +74,7 @@ def test_layouts_are_qwens_own_image_positions(tiny_dir, position_layout):
     model = AutoModelForImageTextToText.from_pretrained(tiny_dir / "mllm").model
     cfg = model.config
     scales = [2, 3]
-    layout = build_layout(scales, position_layout)
+    layout = build_layout(scales, POSITIONS[position_layout])
     ids = []
     for s in scales:
         ids += [cfg.vision_start_token_id] + [cfg.image_token_id] * (s * s) + [cfg.vision_end_token_id]
@@ -98,3 +109,10 @@ def test_grid_encoding_matches_across_scales_at_same_location():
 def test_queries_init_is_l2_normalised_times_norm():
     q = MultiScaleQueries(64, [4], init_norm=0.5)
     assert torch.allclose(q.queries[0].norm(dim=1), torch.full((16,), 0.5), atol=1e-5)
+
+
+def test_a_named_layout_and_the_embedding_norm_are_resolved_by_the_block():
+    """build_model hands over the DiT's grid and the MLLM's embedding norm; the block reads its own options."""
+    q = MultiScaleQueries(16, "pyramid", grid=16, init_norm="embedding", embedding_norm=0.25, grid_encoding=NoGridEncoding())
+    assert q.scales == (4, 8, 16) and torch.allclose(q.queries[0].norm(dim=1), torch.full((16,), 0.25), atol=1e-5)
+    assert MultiScaleQueries(16, "finest", grid=2).scales == (2,)

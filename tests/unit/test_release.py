@@ -177,7 +177,7 @@ def test_generation_is_one_batched_deterministic_pass_with_the_released_null(rel
 
 @torch.no_grad()
 def test_another_scale_can_be_sampled(tiny_dir):
-    model = instantiate(compose_cfg(tiny_dir, *release(tiny_dir), "model.connector.dit_tokens=8", small=False).model).eval()
+    model = instantiate(compose_cfg(tiny_dir, *release(tiny_dir), "model/connector/tokens=one", "model.connector.tokens.scale=8", small=False).model).eval()
     assert model.encode(model.mllm.processor(["a red circle"])).tokens.shape[1] == 64
     assert generate(model, ["a red circle"], [0])[0].size == (model.default_size(),) * 2
 

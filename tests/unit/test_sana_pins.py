@@ -21,7 +21,7 @@ PINS = Path(__file__).resolve().parents[1] / "fixtures" / "sana_pins.json"
 CASES = {
     "x_prediction_semantic_align": ["model.align.weight=1", "model.cond_dropout.p=0.5"],
     "velocity_latent_align": ["model.flow.prediction=velocity", "model/align=latent", "model.align.weight=1", "model.align.layer=0"],
-    "no_align_zeros_null": ["model.align.weight=0", "model.cond_dropout.null_condition=zeros"],
+    "no_align_zeros_null": ["model.align.weight=0", "model/cond_dropout/null_condition=zeros"],
 }
 
 

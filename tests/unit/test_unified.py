@@ -124,10 +124,10 @@ def test_detached_target_changes_what_the_queries_learn(tiny_dir):
     ["model/align=latent"],
     ["model.align.target=mllm", "model.align.distance=cosine"],
     ["model.align.layer=0"],
-    ["model.connector.mode=per_scale", "model.connector.dit_tokens=finest"],
+    ["model/connector/stack=per_scale", "model/connector/tokens=finest"],
     ["model.queries.scales=[4]"],
-    ["model.queries.boundary=shared", "model.queries.boundary_trainable=false", "model.queries.grid_encoding=none", "model.queries.position_layout=row"],
-    ["model.cond_dropout.null_condition=zeros", "model.cond_dropout.p=0.5"],
+    ["model/queries/boundary=shared", "model.queries.boundary.trainable=false", "model/queries/grid_encoding=none", "model/queries/positions=row"],
+    ["model/cond_dropout/null_condition=zeros", "model.cond_dropout.p=0.5"],
     ["model.mllm.prefix_cache=false"],
     ["model.mllm.processor.prompt_format=plain"],
     ["model.flow.timestep_sampling=uniform", "model.flow.shift=3.0"],
@@ -169,7 +169,7 @@ def test_dropped_rows_use_the_null_condition(tiny_dir):
 
 def test_only_the_batch_moves_the_connectors_input_statistics(tiny_dir):
     """The null condition of dropped rows is one constant row: it must not pull the running σ² towards 0."""
-    model = build(tiny_dir, "model.cond_dropout.p=0.5", "model.align.weight=0", "model.connector.in_norm=standardize")
+    model = build(tiny_dir, "model.cond_dropout.p=0.5", "model.align.weight=0", "model/connector/in_norm=standardize")
     inputs, images = batch(model, 4)
     out = model(inputs, images, generator=torch.Generator().manual_seed(1))
     assert out.dropped.any()

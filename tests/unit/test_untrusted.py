@@ -20,13 +20,16 @@ EXPORT = {
     "seed": 0,
     "mllm": {"_target_": "mingexp.models.mllm.FrozenMLLM.from_pretrained", "path": "/m", "attn_implementation": "sdpa", "trust_remote_code": False},
     "queries": {"_target_": "mingexp.models.queries.MultiScaleQueries", "_partial_": True, "scales": [2, 4]},
-    "connector": {"_target_": "mingexp.models.connector.Connector.build", "_partial_": True, "mode": "joint", "config": {"hidden_size": 32}},
+    "connector": {"_target_": "mingexp.models.connector.Connector.build", "_partial_": True, "config": {"hidden_size": 32},
+                  "stack": {"_target_": "mingexp.models.connector.JointStack"},
+                  "in_norm": {"_target_": "mingexp.models.connector.RunningStandardize", "_partial_": True, "momentum": 0.01}},
     "dit": {"_target_": "mingexp.models.denoisers.sana.SanaDenoiser.build", "path": ".", "subfolder": "transformer"},
-    "align": {"_target_": "mingexp.models.align.semantic.SemanticAlignment", "_partial_": True, "weight": 1.0},
+    "align": {"_target_": "mingexp.models.align.semantic.SemanticAlignment.build", "_partial_": True, "weight": 1.0},
     "vae": {"_target_": "mingexp.models.vae.PixelSpace"},
     "flow": {"_target_": "mingexp.diffusion.flow.FlowMatching", "shift": 1.0},
     "sampler": {"_target_": "mingexp.diffusion.sampler.FlowSampler", "steps": 3},
-    "cond_dropout": {"_target_": "mingexp.diffusion.flow.ConditionDropout", "p": 0.1},
+    "cond_dropout": {"_target_": "mingexp.diffusion.flow.ConditionDropout", "p": 0.1,
+                     "null_condition": {"_target_": "mingexp.diffusion.flow.ZerosNull"}},
 }
 
 
@@ -111,13 +114,15 @@ def test_every_builder_of_the_shipped_model_presets_is_allowed():
     seen = set()
     for f in files:
         node = OmegaConf.to_container(OmegaConf.load(f), resolve=False)
-        group = f.relative_to(CONF / "model").parts[0] if f.parent != CONF and f.parent != CONF / "model" else ""
-        place = group if group in ("vae", "dit", "align") else ""
+        parts = f.relative_to(CONF / "model").parts[:-1] if f.parent != CONF and f.parent != CONF / "model" else ()
+        # a part's file (dit/, vae/, align/) or a part's variant (queries/boundary/, connector/in_norm/, ...): its place
+        place = ".".join(p for p in parts if p != "toy")
         for key, value in ([(place, node)] + [(f"{place}.{k}".strip("."), v) for k, v in node.items() if isinstance(v, dict)]):
             if isinstance(value, dict) and "_target_" in value:
                 assert value["_target_"] in _allowed(key), (f, key, value["_target_"])
                 seen.add(value["_target_"])
     assert {"mingexp.models.unified.build_model", "mingexp.models.vae.DCAE.from_pretrained", "mingexp.models.vae.KLVAE.from_pretrained",
             "mingexp.models.vae.PixelSpace", "mingexp.models.denoisers.sana.SanaDenoiser.build", "mingexp.models.denoisers.sd3.SD3Denoiser.build",
-            "mingexp.models.align.semantic.SemanticAlignment", "mingexp.models.align.latent.LatentAlignment",
-            "mingexp.models.queries.MultiScaleQueries", "mingexp.models.connector.Connector.build"} <= seen
+            "mingexp.models.align.semantic.SemanticAlignment.build", "mingexp.models.align.latent.LatentAlignment.build",
+            "mingexp.models.queries.MultiScaleQueries", "mingexp.models.connector.Connector.build", "mingexp.models.connector.RunningStandardize",
+            "mingexp.models.queries.RowPositions", "mingexp.diffusion.flow.ZerosNull"} <= seen

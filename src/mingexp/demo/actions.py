@@ -26,7 +26,7 @@ from PIL import Image
 
 from mingexp.demo.archive import unpack_session, write_session_zip
 from mingexp.demo.scratch import Scratch, ScratchFull
-from mingexp.pipeline.images import MAX_PIXELS, InputError, load_image
+from mingexp.pipeline.images import MAX_PIXELS, load_image
 from mingexp.demo.limits import DemoLimits
 from mingexp.pipeline.session import Session
 

@@ -33,7 +33,6 @@ from mingexp.errors import ConfigError
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 PREDICTIONS = ("velocity", "sample")
-NULL_CONDITIONS = ("empty_prompt", "zeros")
 
 
 class FlowMatching:
@@ -96,15 +95,31 @@ class FlowMatching:
         return torch.nn.functional.mse_loss(prediction.float(), target.float())
 
 
-class ConditionDropout:
-    """Which rows of a batch train the unconditional branch of classifier-free guidance."""
+class EmptyPromptNull:
+    """The null condition is the model's condition for an empty prompt (MetaQueries): the MLLM on "", through the
+    connector."""
 
-    def __init__(self, p: float = 0.1, null_condition: str = "empty_prompt") -> None:
+    def tokens(self, model, like: torch.Tensor) -> torch.Tensor:
+        empty = model.mllm.processor([""]).to(like.device)
+        # one constant row: it must not move the connector's running input statistics
+        return model.encode(empty, update_statistics=False).tokens
+
+
+class ZerosNull:
+    """The null condition is all zeros at the condition width (the released code's ``encoder_hidden_states * 0``)."""
+
+    def tokens(self, model, like: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(like[:1])
+
+
+class ConditionDropout:
+    """Which rows of a batch train the unconditional branch of classifier-free guidance, and what they see instead
+    (``null_condition``: :class:`EmptyPromptNull` | :class:`ZerosNull`, ``model/cond_dropout/null_condition=empty_prompt|zeros``)."""
+
+    def __init__(self, p: float = 0.1, null_condition: EmptyPromptNull | ZerosNull | None = None) -> None:
         if not 0 <= p < 1:
             raise ConfigError(f"model.cond_dropout.p={p}: must be in [0, 1).")
-        if null_condition not in NULL_CONDITIONS:
-            raise ConfigError(f"model.cond_dropout.null_condition={null_condition!r}: use one of {NULL_CONDITIONS}.")
-        self.p, self.null_condition = float(p), null_condition
+        self.p, self.null_condition = float(p), null_condition or EmptyPromptNull()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n,) bool, True where the condition is dropped."""

@@ -30,7 +30,7 @@ from torchmetrics import MeanMetric
 
 from mingexp.data.batch import Batch
 from mingexp.errors import ConfigError, TrainingDiverged
-from mingexp.lit.compat import upgrade_keys
+from mingexp.io import checkpoint as io_checkpoint
 from mingexp.lit.ema import EMA
 from mingexp.models.unified import UnifiedModel
 
@@ -182,27 +182,16 @@ class UnifiedLitModule(L.LightningModule):
 
     # ----------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.ema is not None:
-            checkpoint["ema"] = self.ema.state_dict()
-        checkpoint["mingexp"] = {"nonfinite_total": self.nonfinite_total}
-        # The frozen MLLM and VAE are not saved: they are loaded by path (model.mllm.path, model.vae.path).
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(("model.mllm.", "model.vae."))]:
-            del state[key]
+        # the checkpoint format is mingexp.io.checkpoint's: frozen parts dropped (they load by path), EMA and counters added
+        io_checkpoint.for_saving(checkpoint, self.ema.state_dict() if self.ema is not None else None,
+                                 {"nonfinite_total": self.nonfinite_total})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        current = self.state_dict()
-        # a checkpoint from before the Denoiser seam names the DiT's tensors without the adapter (mingexp.lit.compat)
-        checkpoint["state_dict"] = upgrade_keys(checkpoint["state_dict"], current)
-        if "ema" in checkpoint:
-            checkpoint["ema"] = upgrade_keys(checkpoint["ema"], {n for n, _ in self.trainable_named_parameters()})
-        frozen = {k: v for k, v in current.items() if k.startswith(("model.mllm.", "model.vae."))}
-        checkpoint["state_dict"].update(frozen)
+        extra = io_checkpoint.for_loading(checkpoint, self.state_dict(), [n for n, _ in self.trainable_named_parameters()])
         if "ema" in checkpoint and self.ema_cfg is not None:
             if self.ema is None:
                 self.ema = EMA(self.trainable_named_parameters(), **self.ema_cfg)
             self.ema.load_state_dict(checkpoint["ema"])
-        extra = checkpoint.get("mingexp", {})
         self.nonfinite_total = int(extra.get("nonfinite_total", 0))
 
     # ------------------------------------------------------------------ sampling

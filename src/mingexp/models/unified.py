@@ -41,7 +41,7 @@ from mingexp.models.lora import LoRA
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMInputs
 from mingexp.models.spec import ModelSpec
-from mingexp.models.queries import MultiScaleQueries, default_init_norm, resolve_scales
+from mingexp.models.queries import MultiScaleQueries
 
 
 @dataclass
@@ -150,12 +150,8 @@ class UnifiedModel(nn.Module):
         return Condition(self.connector.dit_condition(per_scale), per_scale, dict(zip(layout.scales, layout.split(hq))))
 
     def null_tokens(self, like: torch.Tensor) -> torch.Tensor:
-        """The null condition, (1, T, C_cap): the MLLM on an empty prompt (``empty_prompt``) or zeros."""
-        if self.cond_dropout.null_condition == "zeros":
-            return torch.zeros_like(like[:1])
-        empty = self.mllm.processor([""]).to(like.device)
-        # one constant row: it must not move the connector's running input statistics
-        return self.encode(empty, update_statistics=False).tokens
+        """The null condition, (1, T, C_cap): what the condition dropout's ``null`` says (the MLLM on "", or zeros)."""
+        return self.cond_dropout.null_condition.tokens(self, like)
 
     # ---------------------------------------------------------------- training
     def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -267,11 +263,16 @@ def _call(part: Callable[..., Any], key: str, resolved: dict[str, Any] | None = 
     against them (``resolved``, e.g. a named scale layout at the DiT grid).
 
     A derived value restated in the config must agree (both numbers are named when it does not); an unknown
-    config key is named with the valid ones.
+    config key is named with the valid ones. A part that arrives built (an export's, from its own folder) is used as
+    it is (``build_model`` checks its widths).
     """
+    if isinstance(part, nn.Module):
+        return part
     given = dict(part.keywords) if isinstance(part, functools.partial) else {}
     fn = part.func if isinstance(part, functools.partial) else part
-    params = inspect.signature(fn).parameters
+    params = dict(inspect.signature(fn).parameters)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and isinstance(getattr(fn, "__self__", None), type):
+        params.update(inspect.signature(fn.__self__.__init__).parameters)  # a builder that passes its options on
     unknown = sorted(set(given) - set(params))
     if unknown:
         valid = sorted(k for k in params if k not in derived and k not in ("self", "cls"))
@@ -281,13 +282,6 @@ def _call(part: Callable[..., Any], key: str, resolved: dict[str, Any] | None = 
             raise ConfigError(f"{key}.{name}={given[name]} but the loaded checkpoints give {value}: remove {key}.{name} "
                               "(it is read from them) or point the parts at matching checkpoints.")
     return fn(**{**given, **(resolved or {}), **derived})
-
-
-def _option(part: Callable[..., Any] | None, name: str, default: Any) -> Any:
-    """A config partial's option (what the builder must know before calling it)."""
-    if part is None:
-        return default
-    return part.keywords.get(name, default) if isinstance(part, functools.partial) else default
 
 
 def build_model(
@@ -329,20 +323,18 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # 2. queries at the MLLM width, boundary tokens from the MLLM's own image-boundary embeddings; a named
-        #    layout (finest | pyramid) is read at the DiT's patch grid
-        layout_and_norm = {"scales": resolve_scales(_option(queries, "scales", "pyramid"), dit.grid),
-                           "init_norm": default_init_norm(_option(queries, "init_norm", "embedding"), mllm.mean_embedding_norm())}
-        q = _call(queries, "model.queries", layout_and_norm, width=d_mllm, boundary_init=mllm.boundary_embeddings(), seed=seed)
+        #    layout (finest | pyramid) at the DiT's patch grid, `init_norm: embedding` at the MLLM's embedding norm
+        q = _call(queries, "model.queries", width=d_mllm, boundary_init=mllm.boundary_embeddings(), grid=dit.grid,
+                  embedding_norm=mllm.mean_embedding_norm(), seed=seed)
         # 3. connector: MLLM width → the denoiser's condition width
         conn = _call(connector, "model.connector", in_width=d_mllm, out_width=dit.condition_width, layout=q.layout)
-        # 4. alignment head (nothing at all when the weight is 0)
-        weight = float(_option(align, "weight", 0.0))
-        if weight < 0:
-            raise ConfigError(f"model.align.weight={weight}: must be ≥ 0 (0 turns alignment off).")
-        head = None
-        if weight > 0:
-            widths = AlignmentWidths(dit=dit.width, connector=dit.condition_width, mllm=d_mllm, latent=vae.latent_channels, patch_size=dit.patch_size)
-            head = _call(align, "model.align", widths=widths, scales=q.scales)
+        for name, got, want in (("model.queries width", q.width, d_mllm), ("model.connector input width", conn.in_width, d_mllm),
+                                ("model.connector output width", conn.out_width, dit.condition_width)):
+            if got != want:  # a part that arrived built: its widths must be the loaded parts'
+                raise ConfigError(f"{name} is {got} but the loaded parts need {want}: the part's folder belongs to another model.")
+        # 4. alignment head (None when its weight is 0: no head, no hook, no cost)
+        widths = AlignmentWidths(dit=dit.width, connector=dit.condition_width, mllm=d_mllm, latent=vae.latent_channels, patch_size=dit.patch_size)
+        head = _call(align, "model.align", widths=widths, scales=q.scales) if align is not None else None
         model = UnifiedModel(mllm, q, conn, dit, vae, flow, sampler, cond_dropout, align=head, cond_cache=cond_cache)
         # 5. LoRA adapters (seeded with the rest), the parts they sit in frozen
         if lora is not None:

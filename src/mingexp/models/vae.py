@@ -34,6 +34,12 @@ class PixelSpace(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return latents
 
+    def save_pretrained(self, folder) -> None:
+        """Nothing to save: the identity has no weights."""
+
+    def export_config(self, subfolder: str) -> dict:
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}"}
+
 
 class FrozenAutoencoder(nn.Module):
     """A frozen diffusers autoencoder: never trained, always in eval mode. Subclasses name the library class
@@ -50,6 +56,15 @@ class FrozenAutoencoder(nn.Module):
         self.scaling_factor = float(autoencoder.config.scaling_factor)
         self.shift_factor = float(getattr(autoencoder.config, "shift_factor", None) or 0.0)
         self.latent_channels = int(autoencoder.config.latent_channels)
+
+    def save_pretrained(self, folder) -> None:
+        """The library's own folder (diffusers ``save_pretrained``)."""
+        self.autoencoder.save_pretrained(str(folder))
+
+    def export_config(self, subfolder: str) -> dict:
+        """The model-config section that rebuilds this codec from an export folder (``path`` is the folder)."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}.from_pretrained", "path": ".", "subfolder": subfolder,
+                "dtype": str(self.autoencoder.dtype).removeprefix("torch.")}
 
     @classmethod
     def from_pretrained(cls, path: str | Path, subfolder: str | None = None, dtype: str = "float32") -> "FrozenAutoencoder":

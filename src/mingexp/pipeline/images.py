@@ -7,14 +7,11 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from mingexp.errors import InputError  # noqa: F401 (re-exported: mingexp.pipeline.images.InputError)
 from mingexp.utils import to_rgb
 
 MAX_PIXELS = 50_000_000  # decompression-bomb cap, read from the header before decoding (~7000×7000)
 MAX_SIDE = 2048          # larger images are resized down (the MLLM and DiT work far below this)
-
-
-class InputError(ValueError):
-    """A bad input (path, image, prompt, turn): the message says what and how to fix it."""
 
 
 def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:

@@ -1,56 +1,24 @@
-"""``MingUniPipeline``: a trained unified model as a self-describing folder, used like a diffusers pipeline.
+"""``MingUniPipeline``: a trained unified model used like a diffusers pipeline (generate, edit, chat, sessions).
 
-Folder layout (written by :meth:`MingUniPipeline.save_pretrained` / ``python -m mingexp.export``)::
-
-    mingexp_pipeline.json     format, version, the model config (every ``_target_``), the MLLM reference
-    queries.safetensors       multi-scale queries + boundary tokens
-    connector/                config.json (the Qwen2 stack's HF config) + model.safetensors (stack + projections)
-    transformer/              the denoiser: its library's folder (diffusers save_pretrained: SANA, SD3, ...)
-                              + adapter.safetensors when the adapter has weights of its own
-    vae/                      diffusers AutoencoderDC / AutoencoderKL (absent for a pixel-space toy model)
-    scheduler/                the sampler's diffusers FlowMatchEulerDiscreteScheduler config (what it samples with)
-    align.safetensors         the alignment head, when the model has one (unused at inference)
-    mllm/                     the frozen MLLM, only when copied (default: referenced by path / hub id)
-
-No pickled object anywhere: JSON, safetensors and the libraries' own ``save_pretrained`` formats. A folder
-is safe to load from a stranger: :meth:`from_pretrained` reads the JSON as data (:mod:`mingexp.untrusted`:
-only mingexp's own builders, no interpolation, loader flags such as ``trust_remote_code`` from the caller
-only), rebuilds the model with the same ``build_model`` as training, then loads the weights.
+Its folder (``save_pretrained`` / ``from_pretrained``, ``python -m mingexp.export``) is :mod:`mingexp.io.export`'s: the
+sum of the trained parts' own folders plus one small JSON, read as data from anyone (no pickle, mingexp's own
+builders only, loader flags such as ``trust_remote_code`` from the caller only), every tensor loaded exactly.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
-import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from hydra.utils import instantiate
 from PIL import Image
 
-from mingexp.models.denoisers.base import LORA_FOLDER
 from mingexp.models.generation import generate, seed_range
-from mingexp.models.lora import has_lora, load_adapter_state_dict
-from mingexp.models.unified import UnifiedModel, build_model
+from mingexp.models.unified import UnifiedModel
 from mingexp.pipeline.images import InputError, check_text, load_image
-from mingexp.untrusted import trusted_model_config
-from mingexp.io.tensors import load_exact, read_tensors, save_tensors
 from mingexp.utils import resolve_dtype
 
-FORMAT = "mingexp-pipeline"
-FORMAT_VERSION = 2  # 2: the denoiser behind its adapter (models/denoisers), parts as Hydra partials, the processor node
-INDEX = "mingexp_pipeline.json"
-
-
-def export_model_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The model config an export rebuilds from: ``build_model`` on the parts' sections, whatever builder first
-    assembled the model (``build_released`` also loaded a released folder's glue weights, which the export holds)."""
-    params = inspect.signature(build_model).parameters
-    kept = {k: copy.deepcopy(v) for k, v in config.items() if k in params or k == "_convert_"}
-    return {"_target_": f"{build_model.__module__}.{build_model.__qualname__}", **kept}
+from mingexp.io.export import FORMAT, FORMAT_VERSION, INDEX  # noqa: F401 (the format's names, re-exported)
 
 
 class MingUniPipeline:
@@ -63,7 +31,7 @@ class MingUniPipeline:
 
     def __init__(self, model: UnifiedModel, config: dict[str, Any], max_prompt_tokens: int | None = None) -> None:
         self.model = model.eval()
-        self.config = copy.deepcopy(config)
+        self.config = dict(config)
         # the cap on a prompt's tokens (None: what the MLLM's positions leave, see prompt_cap)
         self.max_prompt_tokens = max_prompt_tokens
         self._null: torch.Tensor | None = None  # the null condition, computed once (weights are fixed here)
@@ -113,112 +81,25 @@ class MingUniPipeline:
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, out: str | Path, copy_mllm: bool = False, lora: str = "merged", progress: bool = False) -> Path:
-        """Write the folder (see the module docstring). ``copy_mllm`` copies the MLLM folder instead of referencing it.
+        """Write the export folder (:func:`mingexp.io.export.write`). ``copy_mllm`` copies the MLLM folder instead of
+        referencing it; ``lora``: ``merged`` (a plain model) or ``separate`` (the DiT's base weights plus its adapter in
+        ``transformer/lora/``); ``progress``: a bar over the parts as they are written."""
+        from mingexp.io import export
 
-        A LoRA-tuned model (``model.lora``) is written ``merged`` (plain weights with the updates folded in: the
-        folder loads as a model without LoRA) or ``separate`` (the DiT's base weights plus its adapter in
-        ``transformer/lora/``, peft's format; the model config keeps ``lora`` and loading re-attaches it).
-        ``progress``: a bar over the parts as they are written.
-        """
-        from tqdm import tqdm
-
-        from mingexp.models.lora import without_lora
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=5 + bool(copy_mllm), desc=f"export → {out.name}", unit=" part", disable=not progress)
-
-        def done(part: str) -> None:
-            bar.set_postfix_str(part)
-            bar.update(1)
-
-        m, cfg = self.model, export_model_config(self.config)
-        merged = lora == "merged" and has_lora(m)
-        # 1. trainable parts as safetensors; the connector with its Qwen2 config (LoRA folded in when merged)
-        save_tensors(m.queries.state_dict(), out / "queries.safetensors")
-        (out / "connector").mkdir(exist_ok=True)
-        m.connector.transformer.config.save_pretrained(str(out / "connector"))
-        connector = without_lora(m.connector) if merged and has_lora(m.connector) else m.connector
-        save_tensors(connector.state_dict(), out / "connector" / "model.safetensors")
-        if m.align is not None:
-            save_tensors(m.align.state_dict(), out / "align.safetensors")
-        done("queries, connector, align")
-        # 2. DiT, VAE and scheduler in diffusers' formats
-        m.dit.save_pretrained(out / "transformer", lora=lora)
-        done("transformer")
-        cfg["dit"] = m.dit.export_config("transformer")
-        if merged:
-            cfg["lora"] = None  # a plain model now
-        if hasattr(m.vae, "autoencoder"):
-            m.vae.autoencoder.save_pretrained(str(out / "vae"))
-            cfg["vae"] = {**cfg["vae"], "path": ".", "subfolder": "vae"}
-        done("vae")
-        m.sampler.scheduler().save_pretrained(str(out / "scheduler"))
-        done("scheduler")
-        # the sampler reads the folder's scheduler/ (its whole config, not only the shift)
-        cfg["sampler"] = {**cfg["sampler"], "scheduler": "scheduler", "shift": None, "num_train_timesteps": None}
-        # 3. the connector is rebuilt from its own config (weights loaded afterwards), never from a path
-        connector = {k: v for k, v in cfg["connector"].items() if k != "path"}
-        connector["config"] = {k: v for k, v in m.connector.transformer.config.to_diff_dict().items()
-                               if k not in ("architectures", "transformers_version", "model_type", "dtype", "torch_dtype", "is_causal")}
-        cfg["connector"] = connector
-        # 4. the frozen MLLM: referenced (an absolute path, so the folder works from any working directory, or a
-        #    hub id) or copied
-        mllm_source = str(cfg["mllm"]["path"])
-        if Path(mllm_source).expanduser().is_dir():
-            mllm_source = str(Path(mllm_source).expanduser().resolve())
-            cfg["mllm"]["path"] = mllm_source
-        if copy_mllm:
-            target = out / "mllm"
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(mllm_source, target)
-            cfg["mllm"]["path"] = "mllm"
-            done("mllm")
-        index = {"format": FORMAT, "version": FORMAT_VERSION, "mllm_source": mllm_source, "mllm_copied": bool(copy_mllm), "model": cfg}
-        tmp = out / (INDEX + ".tmp")
-        tmp.write_text(json.dumps(index, indent=1))
-        tmp.replace(out / INDEX)  # the index last: a folder without it is visibly incomplete
-        done(INDEX)
-        bar.close()
-        return out
+        return export.write(self.model, self.config, out, copy_mllm=copy_mllm, lora=lora, progress=progress)
 
     # ----------------------------------------------------------------- loading
     @staticmethod
     def read_index(folder: str | Path) -> dict:
-        folder = Path(folder)
-        path = folder / INDEX
-        if not path.is_file():
-            raise InputError(f"{folder}: no {INDEX}; not a mingexp pipeline folder (or an interrupted export: run `python -m mingexp.export` again).")
-        try:
-            index = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{path}: not valid JSON ({e}); re-export the checkpoint.") from None
-        if not isinstance(index, dict) or not isinstance(index.get("model"), dict):
-            raise InputError(f"{path}: no 'model' mapping; not a mingexp pipeline index (re-export the checkpoint).")
-        if index.get("format") != FORMAT:
-            raise InputError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}.")
-        if index.get("version") != FORMAT_VERSION:
-            raise InputError(f"{path}: format version {index.get('version')} but this mingexp reads version {FORMAT_VERSION}; re-export the checkpoint with this version.")
-        needed = ["queries.safetensors", "connector/model.safetensors", "connector/config.json", "transformer/config.json", "scheduler/scheduler_config.json"]
-        model = index["model"]
-        for section in ("mllm", "dit", "vae"):
-            if not isinstance(model.get(section), dict):
-                raise InputError(f"{path}: model.{section} is missing or not a mapping; re-export the checkpoint.")
-        if isinstance(model.get("align"), dict) and model["align"].get("weight", 0):
-            needed.append("align.safetensors")
-        if "path" in model["vae"]:
-            needed.append("vae/config.json")
-        missing = [n for n in needed if not (folder / n).is_file()]
-        if missing:
-            raise InputError(f"{folder}: incomplete pipeline folder, missing {missing}; re-export it.")
-        return index
+        from mingexp.io import export
+
+        return export.read_index(folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
                         mllm_path: str | None = None, trust_remote_code: bool = False,
                         attn_implementation: str = "sdpa") -> "MingUniPipeline":
-        """Load a folder written by :meth:`save_pretrained`.
+        """Load a folder written by :meth:`save_pretrained` (:func:`mingexp.io.export.load`).
 
         Args:
             mllm_path: overrides the referenced MLLM location.
@@ -226,38 +107,10 @@ class MingUniPipeline:
                 the folder's own values are ignored, and a folder asking for remote code is refused
                 (:mod:`mingexp.untrusted`).
         """
-        folder = Path(folder).resolve()
-        index = cls.read_index(folder)
-        flags = {"mllm": {"trust_remote_code": bool(trust_remote_code), "attn_implementation": attn_implementation},
-                 "connector": {"attn_implementation": attn_implementation}}
-        cfg = trusted_model_config(index["model"], str(folder / INDEX), flags)
-        resolved = copy.deepcopy(cfg)
-        # the weights of the trained parts are this folder's, whatever paths the JSON names
-        resolved["dit"]["path"] = str(folder)
-        if "path" in resolved.get("vae", {}):
-            resolved["vae"]["path"] = str(folder)
-        # the sampler's scheduler is this folder's (an export written before it named one: its shift equals the folder's)
-        resolved["sampler"]["scheduler"] = str(folder / "scheduler")
-        mllm = mllm_path or resolved["mllm"]["path"]
-        resolved["mllm"]["path"] = str(folder / mllm) if index.get("mllm_copied") and not mllm_path else mllm
-        if not Path(resolved["mllm"]["path"]).is_dir():
-            raise InputError(f"{folder}: the MLLM it references ({resolved['mllm']['path']}) is not on this machine; pass mllm_path=... (or export with copy_mllm=true).")
-        model: UnifiedModel = instantiate(resolved)
-        if has_lora(model.dit.transformer):  # a separate LoRA export: its adapter back on the base (never a fresh one)
-            adapter = folder / "transformer" / LORA_FOLDER / "adapter_model.safetensors"
-            if not adapter.is_file():
-                raise InputError(f"{folder}: the model config has LoRA on the DiT but {adapter} is missing; re-export it.")
-            load_adapter_state_dict(model.dit.transformer, read_tensors(adapter), str(adapter))
-        fix = "Re-export the checkpoint (python -m mingexp.export)."
-        parts = [("queries", model.queries, "queries.safetensors"), ("connector", model.connector, "connector/model.safetensors")]
-        if model.align is not None:
-            parts.append(("align", model.align, "align.safetensors"))
-        for name, part, file in parts:
-            load_exact(part, read_tensors(folder / file, fix=fix), str(folder / file), fix=fix)
-        if index["model"]["mllm"]["path"] != resolved["mllm"]["path"] and not index.get("mllm_copied"):
-            cfg["mllm"]["path"] = resolved["mllm"]["path"]
-        pipe = cls(model, cfg)
-        return pipe.to(device, dtype)
+        from mingexp.io import export
+
+        model, config = export.load(folder, mllm_path=mllm_path, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+        return cls(model, config).to(device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "MingUniPipeline":
         """Move (and optionally cast, e.g. ``bf16`` on GPU) every part."""

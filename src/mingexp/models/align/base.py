@@ -70,11 +70,20 @@ class Alignment(nn.Module):
         hidden_mult: the head's hidden width is ``hidden_mult``·C.
     """
 
+    @classmethod
+    def build(cls, widths: AlignmentWidths, scales: Sequence[int], weight: float = 1.0, **options: Any) -> "Alignment | None":
+        """The reading, or None when ``weight`` is 0 (no alignment: no head, no hook, no cost). A negative weight is
+        an error."""
+        if float(weight) < 0:
+            raise ConfigError(f"model.align.weight={weight}: must be ≥ 0 (0 turns alignment off).")
+        return cls(widths, scales, weight=weight, **options) if float(weight) > 0 else None
+
     def __init__(self, widths: AlignmentWidths, scales: Sequence[int], out_width: int, weight: float = 1.0, layer: int | None = None,
                  distance: str = "mse", hidden_mult: int = 2) -> None:
         super().__init__()
         check_choice("distance", distance, DISTANCES)
         self.weight, self.layer, self.distance = float(weight), layer, distance
+        self.widths, self.hidden_mult = widths, int(hidden_mult)
         self.scales = tuple(scales)
         self.patch_size = int(widths.patch_size)
         self.target_width = int(out_width)
@@ -106,3 +115,31 @@ def check_choice(key: str, value: str, allowed: Sequence[str]) -> str:
 def representations(cond: Any, target: str) -> Mapping[int, torch.Tensor]:
     """The condition path's per-scale representations a semantic target names."""
     return cond.per_scale if target == "connector" else cond.mllm
+
+
+# ------------------------------------------------------------------------------------------- its folder
+NAME = "align"
+
+
+def save_alignment(head: Alignment, folder) -> None:
+    """``<folder>/align.json`` (its class, widths, scales and options) + ``model.safetensors``."""
+    from dataclasses import asdict
+
+    from mingexp.io import part_folder
+
+    config = {"_target_": f"{type(head).__module__}.{type(head).__qualname__}", "widths": asdict(head.widths), "scales": list(head.scales),
+              **head.options}
+    part_folder.write(folder, NAME, config, head)
+
+
+def load_alignment(folder) -> Alignment:
+    """The head :func:`save_alignment` wrote, its class checked against mingexp's readings, its tensors loaded exactly."""
+    from hydra.utils import get_class
+
+    from mingexp.io import part_folder
+
+    cfg = part_folder.read_config(folder, NAME, "align.saved")
+    cls = get_class(cfg.pop("_target_"))
+    head = cls(AlignmentWidths(**cfg.pop("widths")), cfg.pop("scales"), **cfg)
+    part_folder.load_weights(head, folder)
+    return head

@@ -27,6 +27,10 @@ class LatentAlignment(Alignment):
                  distance: str = "mse", hidden_mult: int = 2) -> None:
         super().__init__(widths, scales, widths.latent * widths.patch_size ** 2, weight, layer, distance, hidden_mult)
 
+    @property
+    def options(self) -> dict:
+        return {"weight": self.weight, "layer": self.layer, "distance": self.distance, "hidden_mult": self.hidden_mult}
+
     def forward(self, hidden: torch.Tensor, grid_hw: tuple[int, int], cond: Any, flow_target: torch.Tensor,
                 keep: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
         # 1. predict one patch of the flow target per token, un-patchify to (B, C_lat, H, W)

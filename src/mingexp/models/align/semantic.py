@@ -39,6 +39,11 @@ class SemanticAlignment(Alignment):
         super().__init__(widths, scales, getattr(widths, target), weight, layer, distance, hidden_mult)
         self.target, self.detach_target = target, bool(detach_target)
 
+    @property
+    def options(self) -> dict:
+        return {"weight": self.weight, "layer": self.layer, "target": self.target, "distance": self.distance,
+                "detach_target": self.detach_target, "hidden_mult": self.hidden_mult}
+
     def forward(self, hidden: torch.Tensor, grid_hw: tuple[int, int], cond: Any, flow_target: torch.Tensor,
                 keep: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
         targets = representations(cond, self.target)
