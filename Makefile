@@ -13,6 +13,8 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: install test test-full bench train demo tiny lock clean
 
+# -e ".[dev]" installs every extra (demo, lora, report, tracking: pyproject.toml's dev includes them all) and the
+# test tools; gpu (flash-attn) and slurm are yours to add.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -19,70 +19,39 @@ from typing import Any
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mingexp.errors import ConfigError
-from mingexp.io import checkpoint as io_checkpoint
+from mingexp.io import run as io_run
 from mingexp.io.records import plain, write_json
 
-EVALS = ("geneval", "geneval_shapes", "recon", "edit", "vqa")
 
 
-def run_config_path(ckpt_path: str | Path) -> Path:
-    """Where the run that wrote ``ckpt_path`` keeps its Hydra config: ``<run>/.hydra/config.yaml``."""
-    return Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+def evaluations() -> list[str]:
+    """The evaluations the package's configs offer (``conf/eval/<name>.yaml``), for ``+eval=<name>``."""
+    from importlib.resources import files
 
-
-def loader_flags(model: DictConfig) -> dict[str, dict[str, Any]]:
-    """The loader flags of the user's own ``model`` config (command line), the only ones a saved config may use."""
-    mllm, connector = model.get("mllm") or {}, model.get("connector") or {}
-    return {
-        "mllm": {"trust_remote_code": bool(mllm.get("trust_remote_code", False)), "attn_implementation": mllm.get("attn_implementation", "sdpa")},
-        "connector": {"attn_implementation": connector.get("attn_implementation", "sdpa")},
-    }
+    return sorted(p.name.removesuffix(".yaml") for p in (files("mingexp.conf") / "eval").iterdir() if p.name.endswith(".yaml"))
 
 
 def model_config(cfg: DictConfig) -> dict:
-    """The model config of ``cfg.ckpt_path``'s run (``<run>/.hydra/config.yaml``) when present, else ``cfg.model``.
-
-    A run folder may come from anyone, so its config is read as data (:mod:`mingexp.untrusted`): only
-    mingexp's builders, interpolations only to ``paths`` / ``seed`` / ``model`` keys, resolved against this
-    machine's ``paths``, and the loader flags (``trust_remote_code``, ``attn_implementation``) from ``cfg.model``.
-    """
-    path = run_config_path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
-    if path is None or not path.is_file():
-        return OmegaConf.to_container(cfg.model, resolve=True)
-    from mingexp.untrusted import trusted_model_config
-
-    saved = OmegaConf.load(path)
-    if not isinstance(saved, DictConfig) or not isinstance(saved.get("model"), DictConfig):
-        raise ConfigError(f"{path}: no model section; pass model=... or remove the file.")
-
-    def resolve(model: dict) -> dict:
-        # only the checked model section, beside this machine's paths and seed: nothing else of the file is read
-        here = OmegaConf.create({"model": model, "paths": OmegaConf.to_container(cfg.paths, resolve=False), "seed": cfg.get("seed", 0)})
-        return OmegaConf.to_container(here.model, resolve=True)
-
-    return trusted_model_config(OmegaConf.to_container(saved.model, resolve=False), str(path), loader_flags(cfg.model), resolve)
+    """The model config of ``cfg.ckpt_path``'s run when beside it, else ``cfg.model`` (:func:`mingexp.io.run.model_config`)."""
+    return io_run.model_config(cfg.get("ckpt_path"), cfg.model, cfg.paths, int(cfg.get("seed", 0)))
 
 
 def load_model(cfg: DictConfig, config: dict | None = None):
     """The unified model of ``cfg.ckpt_path`` (trained weights, EMA weights when the checkpoint has them), in eval mode.
 
-    The architecture comes from the run's own config when it is beside the checkpoint, else from ``model=...``.
+    The architecture comes from the run's own config when it is beside the checkpoint, else from ``model=...``
+    (:mod:`mingexp.io.run`).
     """
-    model = instantiate(config if config is not None else model_config(cfg))
-    if cfg.get("ckpt_path"):
-        if not Path(str(cfg.ckpt_path)).is_file():
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")
-        io_checkpoint.load_into(model, cfg.ckpt_path)  # EMA weights when present; any mismatch named (mingexp.io.checkpoint)
-    return model.eval()
+    return io_run.load(config if config is not None else model_config(cfg), cfg.get("ckpt_path"))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.eval`` (or score ``cfg.score_only``); returns and writes the results."""
     if cfg.get("eval") is None:
-        raise ConfigError(f"choose an evaluation: +eval=<{' | '.join(EVALS)}> (configs in conf/eval/).")
+        raise ConfigError(f"choose an evaluation: +eval=<{' | '.join(evaluations())}> (configs in conf/eval/).")
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = cfg.eval.get("name") or "geneval"
@@ -101,7 +70,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if prepare is not None and not (Path(prepare.out) / "manifest.json").is_file():
             instantiate(prepare)()  # the shapes world is missing: write it (an existing world is used as it is)
         model = load_model(cfg)
+        from mingexp.eval.base import Evaluation
+
         evaluation = instantiate(cfg.eval)
+        if not isinstance(evaluation, Evaluation):
+            raise ConfigError(f"eval._target_={cfg.eval.get('_target_')} built a {type(evaluation).__name__}, which is not a "
+                              "mingexp.eval.base.Evaluation: subclass it (name, work, __call__, baselines).")
         evaluation.progress = True  # signs of life on a long evaluation
         name = evaluation.name
         print(f"[mingexp] {name}: {evaluation.work()} images / answers on {cfg.get('ckpt_path') or 'the model config'}", flush=True)

@@ -1,11 +1,34 @@
 """Sweep report: tables (mean ± std over seeds), factor effects with 95 % intervals, verdicts and curves.
 
-    python -m mingexp.report outputs/ms_align/multiruns/<time>                 # → outputs/reports/<sweep>-<time>/
-    python -m mingexp.report outputs/ms_align/multiruns/<time> out=my_report compare=align_mode:semantic:latent
-    python -m mingexp.report <sweep> out=experiments/ms_align overwrite=true   # replace a committed study's tables
+    python -m mingexp.report outputs/ms_align/multiruns/<time> study=experiments/ms_align/study.yaml   # → outputs/reports/<sweep>-<time>/
+    python -m mingexp.report outputs/ms_align/multiruns/<time> study=experiments/ms_align/study.yaml out=my_report compare=align_mode:semantic:latent
+    python -m mingexp.report <sweep> study=experiments/ms_align/study.yaml out=experiments/ms_align overwrite=true   # replace a study's tables
+    python -m mingexp.report outputs/train/multiruns/<time>                    # any sweep: no study file, no claims
 
 It writes into a new folder unless ``out=`` names one; a folder that already holds a report is refused unless
 ``overwrite=true`` (a study's committed tables are never replaced by accident).
+
+What is compared comes from a *study file* (``study=``), plain YAML read as data (``yaml.safe_load``; every field
+checked, an error names the file and the field; no ``${...}`` interpolation)::
+
+    factors:           # factor name -> the config key a run's level is read from, or a list of keys (the first
+      align: model.align.weight          # one a run's config has); a config group (model/align) reads the
+      align_mode: [model.align._target_, model.align.mode]   # group's choice from the job's .hydra/hydra.yaml
+    metrics: [geneval_shapes/overall, recon/psnr]   # the table's columns
+    compare_metrics: [...]                          # optional: the metrics of compare= (default: metrics)
+    curve_metrics: [...]                            # optional: the metrics plotted against step (default: metrics)
+    claims:                                         # optional: the paper's claims, each Δ = mean(high) − mean(low)
+      - {factor: align, low: [0.0], high: [1.0], metric: recon/psnr, claimed: 2.0, text: alignment adds > 2 dB PSNR}
+
+A level is written as the tables show it (a number as 0.0 or 1.0, a list as [4, 8, 16], a class of
+``mingexp.models.align`` by its module, latent); ``low`` / ``high`` list every spelling that counts as that
+level. ``experiments/ms_align/study.yaml`` is the ms_align study's file.
+
+Without ``study=``, a generic report of any sweep: the factors are the overrides that differ between the jobs
+(each job's ``.hydra/overrides.yaml``; ``seed`` is the replicate, and the overrides that say how a job runs,
+``+resume_sweep``, ``ckpt_path``, ``hydra.*``, are left out), each named and read by its key (a config group by
+its choice), the metrics are every evaluation metric the runs logged, and there are no claims (``compare=``
+still compares two levels).
 
 Reads every run folder under the given roots that has ``.hydra/config.yaml`` (the job's composed config)
 and a ``metrics.csv`` (Lightning's CSVLogger; ``logger=wandb`` writes one beside W&B; a resumed job's several
@@ -41,39 +64,165 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Sequence
+from typing import NamedTuple
 
+import yaml
 from omegaconf import OmegaConf
 
 from mingexp.cli_args import REQUIRED, Opt, boolean, parse
+from mingexp.extras import require
 from mingexp.io.records import write_json
-from mingexp.lit.resume import FINISHED, JOB
+from mingexp.lit.resume import FINISHED, JOB, identity
 
-# what the ms_align study varies (a factor shows in the tables only when a sweep varies it), and the paper's claims;
-# a factor read from several keys takes the first one a run's config has (align_mode: the reading's class, chosen
-# by model/align=semantic|latent; model.align.mode in sweeps from before the readings were classes)
-FACTORS: dict[str, str | tuple[str, ...]] = {
-    "scales": "model.queries.scales",
-    "align": "model.align.weight",
-    "align_mode": ("model.align._target_", "model.align.mode"),
-    "queries_trainable": "model.queries.trainable",
-    "queries_lr": "module.lr.queries",
-}
-METRICS = ("geneval_shapes/overall", "geneval_shapes/seen/overall", "geneval_shapes/unseen/overall", "recon/psnr", "recon/ssim",
-           "edit/success", "geneval_shapes/colors", "geneval_shapes/single_object")
-# a scale layout by name (resolved at the DiT grid, mingexp.models.queries.resolve_scales) or, in sweeps from
-# before the names, by the paper's lists
-FINEST, PYRAMID = ("finest", "[16]"), ("pyramid", "[4, 8, 16]")
-CLAIMS = (
-    # (factor, low levels, high levels, metric, paper's claimed Δ, text)
-    ("scales", FINEST, PYRAMID, "geneval_shapes/overall", 0.035, "multi-scale tokens add 3.5 % GenEval"),
-    ("align", ("0.0",), ("1.0",), "geneval_shapes/overall", 0.015, "alignment adds 1.5 % GenEval"),
-    ("align", ("0.0",), ("1.0",), "recon/psnr", 2.0, "alignment adds > 2 dB reconstruction PSNR"),
-)
 ALPHA, POWER = 0.05, 0.8
+EXAMPLE_STUDY = "experiments/ms_align/study.yaml"
+
+
+class Claim(NamedTuple):
+    """Δ = mean(``high``) − mean(``low``) of ``metric`` between two levels of ``factor`` (each level given by every
+    spelling that counts as it), read against the ``claimed`` Δ (None: a comparison, no claimed size)."""
+
+    factor: str
+    low: tuple[str, ...]
+    high: tuple[str, ...]
+    metric: str
+    claimed: float | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a report compares: factors (name → config keys), the table's metrics, the claims; from a study file."""
+
+    factors: dict[str, tuple[str, ...]]
+    metrics: tuple[str, ...]
+    claims: tuple[Claim, ...] = ()
+    compare_metrics: tuple[str, ...] = ()
+    curve_metrics: tuple[str, ...] = ()
+    path: Path | None = None
+
+
+class StudyError(ValueError):
+    """A study file that cannot be used; the message names the file, the field and the fix."""
+
+
+# field -> (required, what it holds: named in errors)
+STUDY_FIELDS = {
+    "factors": (True, "a mapping of factor name -> config key or list of keys, e.g. align: model.align.weight"),
+    "metrics": (True, "a list of metric names, e.g. [geneval_shapes/overall, recon/psnr]"),
+    "compare_metrics": (False, "a list of metric names (default: metrics)"),
+    "curve_metrics": (False, "a list of metric names (default: metrics)"),
+    "claims": (False, "a list of claims, each with factor, low, high, metric, claimed, text"),
+}
+CLAIM_FIELDS = {
+    "factor": "one of the study's factors",
+    "low": "a list of levels, e.g. [0.0] or [finest, [16]]",
+    "high": "a list of levels, e.g. [1.0] or [pyramid, [4, 8, 16]]",
+    "metric": "a metric name, e.g. geneval_shapes/overall",
+    "claimed": "a number, the claimed Δ (high − low), e.g. 0.035",
+    "text": "the claim in words, e.g. multi-scale tokens add 3.5 % GenEval",
+}
+
+
+def load_study(path: str | Path) -> Study:
+    """A study file → :class:`Study`, every field checked (:class:`StudyError` names the file, the field, the fix)."""
+    path = Path(path)
+
+    def fail(key: str, problem: str, fix: str):
+        raise StudyError(f"study file {path}: {key}: {problem}; {fix}.")
+
+    if not path.is_file():
+        raise StudyError(f"study file {path}: not found; pass study=<a study's YAML file>, e.g. study={EXAMPLE_STUDY}.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise StudyError(f"study file {path}: not valid YAML ({' '.join(str(e).split())}); see {EXAMPLE_STUDY} for the form.") from None
+    if not isinstance(data, dict):
+        fail("(top level)", f"expected a mapping with the fields {', '.join(STUDY_FIELDS)}, got {_kind(data)}",
+             f"see {EXAMPLE_STUDY} for the form")
+    _refuse_interpolation(data, "", fail)
+    for key in data:
+        if key not in STUDY_FIELDS:
+            fail(str(key), "unknown field", f"the fields are {', '.join(STUDY_FIELDS)}")
+    for key, (required, what) in STUDY_FIELDS.items():
+        if required and data.get(key) is None:
+            fail(key, "missing", f"add {key} ({what})")
+
+    def names(key: str, value, empty_ok: bool) -> tuple[str, ...]:
+        if not isinstance(value, list) or not (value or empty_ok) or not all(isinstance(v, str) and v for v in value):
+            fail(key, f"expected {'a' if empty_ok else 'a non-empty'} list of metric names, got {_kind(value)}",
+                 f"write {key} as {STUDY_FIELDS[key][1]}")
+        return tuple(value)
+
+    factors: dict[str, tuple[str, ...]] = {}
+    if not isinstance(data["factors"], dict) or not data["factors"]:
+        fail("factors", f"expected a non-empty mapping, got {_kind(data['factors'])}", f"write factors as {STUDY_FIELDS['factors'][1]}")
+    for name, keys in data["factors"].items():
+        if not isinstance(name, str) or not name or any(c in name for c in "=:,"):
+            fail(f"factors.{name}", "a factor's name must be a non-empty text without '=', ':' or ','",
+                 "rename it (where=FACTOR=LEVEL and compare=FACTOR:LOW:HIGH name it)")
+        if not (isinstance(keys, str) and keys or isinstance(keys, list) and keys and all(isinstance(k, str) and k for k in keys)):
+            fail(f"factors.{name}", f"expected a config key or a non-empty list of keys, got {_kind(keys)}",
+                 f"write {name}: model.align.weight, or {name}: [model.align._target_, model.align.mode]")
+        factors[name] = (keys,) if isinstance(keys, str) else tuple(keys)
+    metrics = names("metrics", data["metrics"], empty_ok=False)
+    compare = names("compare_metrics", data["compare_metrics"], True) if data.get("compare_metrics") is not None else metrics
+    curves = names("curve_metrics", data["curve_metrics"], True) if data.get("curve_metrics") is not None else metrics
+    claims = []
+    if not isinstance(data.get("claims") or [], list):
+        fail("claims", f"expected a list, got {_kind(data['claims'])}", f"write claims as {STUDY_FIELDS['claims'][1]}")
+    for k, claim in enumerate(data.get("claims") or []):
+        where = f"claims[{k}]"
+        if not isinstance(claim, dict):
+            fail(where, f"expected a mapping, got {_kind(claim)}", f"give it the fields {', '.join(CLAIM_FIELDS)}")
+        for key in claim:
+            if key not in CLAIM_FIELDS:
+                fail(f"{where}.{key}", "unknown field", f"a claim's fields are {', '.join(CLAIM_FIELDS)}")
+        for key, what in CLAIM_FIELDS.items():
+            if claim.get(key) is None:
+                fail(f"{where}.{key}", "missing", f"add {key} ({what})")
+        if not isinstance(claim["factor"], str) or claim["factor"] not in factors:
+            fail(f"{where}.factor", f"{claim['factor']!r} is not one of the study's factors", f"use one of {', '.join(factors)} or add it to factors")
+        levels = {}
+        for side in ("low", "high"):
+            value = claim[side]
+            if (not isinstance(value, list) or not value
+                    or not all(_is_scalar(v) or (isinstance(v, list) and all(_is_scalar(x) for x in v)) for v in value)):
+                fail(f"{where}.{side}", f"expected a non-empty list of levels, got {_kind(value)}", f"write {side} as {CLAIM_FIELDS[side]}")
+            levels[side] = tuple(_level(v) for v in value)
+        for key in ("metric", "text"):
+            if not isinstance(claim[key], str) or not claim[key]:
+                fail(f"{where}.{key}", f"expected a text, got {_kind(claim[key])}", f"write {key} as {CLAIM_FIELDS[key]}")
+        if not isinstance(claim["claimed"], (int, float)) or isinstance(claim["claimed"], bool) or not math.isfinite(claim["claimed"]):
+            fail(f"{where}.claimed", f"expected a number, got {_kind(claim['claimed'])}", f"write claimed as {CLAIM_FIELDS['claimed']}")
+        claims.append(Claim(claim["factor"], levels["low"], levels["high"], claim["metric"], float(claim["claimed"]), claim["text"]))
+    return Study(factors, metrics, tuple(claims), compare, curves, path)
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def _kind(value) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:120]
+
+
+def _refuse_interpolation(value, key: str, fail) -> None:
+    """A study file is data: ``${...}`` would be resolved by nothing, so it is refused where it appears."""
+    if isinstance(value, str) and "${" in value:
+        fail(key or "(top level)", f"{value!r} holds an interpolation (${{...}}), which a study file does not resolve",
+             "write the value itself")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_interpolation(k, key or "(top level)", fail)
+            _refuse_interpolation(v, f"{key}.{k}" if key else str(k), fail)
+    if isinstance(value, list):
+        for k, v in enumerate(value):
+            _refuse_interpolation(v, f"{key}[{k}]", fail)
 
 
 @dataclass
@@ -91,25 +240,72 @@ ALIGN_PACKAGE = "mingexp.models.align."
 
 
 def _level(value) -> str:
-    if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
-        return str([int(v) for v in value])
+    """A value as the tables show it and ``where=`` / ``compare=`` / a study's levels name it: a number as a float
+    (0 and 0.0 are one level), a list of whole numbers as [4, 8, 16], an alignment reading's class by its module."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=False)
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in value):
+            return str([int(v) for v in value])
+        return "[" + ", ".join(_level(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, str) and value.startswith(ALIGN_PACKAGE):
         return value[len(ALIGN_PACKAGE):].split(".")[0]  # an alignment reading's class → its name (semantic | latent)
     return str(float(value)) if isinstance(value, (int, float)) else str(value)
 
 
-def _select(cfg, keys: str | tuple[str, ...]):
-    for key in (keys,) if isinstance(keys, str) else keys:
+def _choices(folder: Path) -> dict[str, str]:
+    """The config-group choices Hydra recorded for a job (``.hydra/hydra.yaml``: hydra.runtime.choices); {} without."""
+    path = folder / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        choices = data["hydra"]["runtime"]["choices"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return {}
+    return {str(k): str(v) for k, v in choices.items()} if isinstance(choices, dict) else {}
+
+
+def _select(cfg, keys: Sequence[str], choices: dict[str, str]):
+    """The first of ``keys`` a run has: a config group's choice (model/align → latent), else the config's value."""
+    for key in keys:
+        if key in choices:
+            return choices[key]
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if value is not None:
             return value
     return None
 
 
-def read_run(folder: Path, factors: dict[str, str | tuple[str, ...]] = FACTORS) -> Run:
+def job_folders(roots: Sequence[str | Path]) -> list[Path]:
+    """Every job folder (one with ``.hydra/config.yaml``) under ``roots``."""
+    return [cfg.parent.parent for root in roots for cfg in sorted(Path(root).rglob(".hydra/config.yaml"))]
+
+
+def discover_factors(folders: Sequence[Path]) -> dict[str, tuple[str, ...]]:
+    """The overrides that differ between jobs (each job's ``.hydra/overrides.yaml``), named by their key: the factors
+    of a report without a study file. ``seed`` (the replicate) and how-to-run overrides (``+resume_sweep``,
+    ``ckpt_path``, ``hydra.*``: :func:`mingexp.lit.resume.identity`) are not factors; a job without the override
+    differs from one with it (its level is then read from its config, as every level is)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, jobs = OverridesParser.create(), []
+    for folder in folders:
+        path = folder / ".hydra" / "overrides.yaml"
+        texts = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else []
+        jobs.append({o.key_or_group + (f"@{o.package}" if o.package else ""): ("~" if o.is_delete() else o.get_value_element_as_str())
+                     for o in parser.parse_overrides(identity(texts or []))})
+    keys = dict.fromkeys(k for job in jobs for k in job)  # in the order the command gave them
+    return {k: (k,) for k in keys if k != "seed" and len({job.get(k) for job in jobs}) > 1}
+
+
+def read_run(folder: Path, factors: dict[str, Sequence[str]]) -> Run:
     """One job folder → its factor levels, seed, final metrics, curves and whether it finished."""
     cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    levels = {name: _level(_select(cfg, keys)) for name, keys in factors.items()}
+    choices = _choices(folder)
+    levels = {name: _level(_select(cfg, (keys,) if isinstance(keys, str) else keys, choices)) for name, keys in factors.items()}
     run = Run(folder, levels, int(cfg.get("seed", 0)))
     rows = []
     for path in sorted(folder.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime):  # a resumed job may hold several
@@ -138,9 +334,17 @@ def read_run(folder: Path, factors: dict[str, str | tuple[str, ...]] = FACTORS) 
     return run
 
 
-def find_runs(roots: Sequence[str | Path], factors: dict[str, str | tuple[str, ...]] = FACTORS) -> list[Run]:
-    """Every job folder under ``roots`` (complete or not); a folder without metrics.csv has no values yet."""
-    return [read_run(cfg.parent.parent, factors) for root in roots for cfg in sorted(Path(root).rglob(".hydra/config.yaml"))]
+def find_runs(roots: Sequence[str | Path], factors: dict[str, Sequence[str]] | None = None) -> list[Run]:
+    """Every job folder under ``roots`` (complete or not); a folder without metrics.csv has no values yet.
+    ``factors``: name → config keys (a study's); None: the overrides the jobs differ in (:func:`discover_factors`)."""
+    folders = job_folders(roots)
+    factors = discover_factors(folders) if factors is None else factors
+    return [read_run(folder, factors) for folder in folders]
+
+
+def logged_metrics(runs: Sequence[Run]) -> tuple[str, ...]:
+    """Every evaluation metric the runs logged, sorted: a report's metrics without a study file."""
+    return tuple(sorted({m for r in runs for m in r.final}))
 
 
 def missing_jobs(roots: Sequence[str | Path]) -> list[dict]:
@@ -169,9 +373,8 @@ def missing_jobs(roots: Sequence[str | Path]) -> list[dict]:
 
 
 def t_quantile(p: float, df: float) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(p, df))
+    stats = require("scipy.stats", "report", "the sweep report's intervals")
+    return float(stats.t.ppf(p, df))
 
 
 def summary(values: Sequence[float]) -> dict:
@@ -240,10 +443,13 @@ def seeds_needed(sigma: float, cells_per_level: int, claimed: float, n_cells: in
     return None
 
 
-def build(runs: Sequence[Run], metrics: Sequence[str] = METRICS, claims=CLAIMS, missing: Sequence[dict] = ()) -> dict:
-    """The numbers of the report: per cell summaries, factor effects, claim verdicts, what is incomplete."""
+def build(runs: Sequence[Run], metrics: Sequence[str], claims: Sequence[Claim] = (), missing: Sequence[dict] = (),
+          factors: Sequence[str] | None = None) -> dict:
+    """The numbers of the report: per cell summaries, factor effects, claim verdicts, what is incomplete.
+    ``factors``: the factor names in column order (default: the runs' levels); those the runs vary make the cells."""
     complete = [r for r in runs if r.complete]
-    varied = [f for f in FACTORS if len({r.levels.get(f) for r in runs}) > 1]
+    factors = list(dict.fromkeys(f for r in runs for f in r.levels)) if factors is None else factors
+    varied = [f for f in factors if len({r.levels.get(f) for r in runs}) > 1]
     cells: dict[tuple, list[Run]] = defaultdict(list)
     for r in runs:
         cells[tuple((f, r.levels.get(f)) for f in varied)].append(r)
@@ -298,7 +504,10 @@ def _cell(stats: dict) -> str:
     return f"{_number(stats['mean'])} ± {_number(stats['std'])}"
 
 
-def markdown(report: dict, metrics: Sequence[str] = METRICS) -> str:
+def markdown(report: dict, metrics: Sequence[str] | None = None) -> str:
+    """results.md: the table (``metrics``: its columns, default every metric of the table), effects, what is missing."""
+    if metrics is None:
+        metrics = [k for k, v in (report["table"][0] if report["table"] else {}).items() if isinstance(v, dict) and "n" in v]
     metrics = [m for m in metrics if any(row[m]["n"] for row in report["table"])]
     factors = report.get("factors", [])
     lines = []
@@ -313,8 +522,12 @@ def markdown(report: dict, metrics: Sequence[str] = METRICS) -> str:
         cells = [row["levels"].get(f, "") for f in factors] + [n]
         cells += [_cell(row[m]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| claim / comparison | metric | Δ (high − low) | 95 % interval | runs | verdict | MDE (α 0.05, power 0.8) | seeds per cell for MDE < claim |",
-              "|---|---|---|---|---|---|---|---|"]
+    if report["effects"]:
+        lines += ["", "| claim / comparison | metric | Δ (high − low) | 95 % interval | runs | verdict | MDE (α 0.05, power 0.8) | seeds per cell for MDE < claim |",
+                  "|---|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["", ("No claim or comparison has runs at both of its levels here (claims come from a study file, study=; "
+                       "compare=FACTOR:LOW:HIGH compares two levels of a factor).")]
     for e in report["effects"]:
         needed = "–" if e.get("seeds_needed") is None else str(e["seeds_needed"])
         interval = (f"[{_number(e['delta_low'], sign=True)}, {_number(e['delta_high'], sign=True)}]" if e["delta_low"] is not None
@@ -333,17 +546,17 @@ def markdown(report: dict, metrics: Sequence[str] = METRICS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: Sequence[Run], metric: str, out: Path, factors: Sequence[str] = ("scales", "align")) -> Path | None:
-    """Metric vs step, one line per cell (mean over seeds at each step), seeds as thin lines."""
-    import matplotlib
-
+def plot_curves(runs: Sequence[Run], metric: str, out: Path, factors: Sequence[str] | None = None) -> Path | None:
+    """Metric vs step, one line per cell of ``factors`` (default: every factor; mean over seeds at each step), seeds as
+    thin lines."""
+    matplotlib = require("matplotlib", "report", "the sweep report's plots", instead="plots=false")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
         if metric in r.curves and r.complete:
-            cells[" ".join(f"{k}={v}" for k, v in sorted(r.levels.items()) if k in factors)].append(r)
+            cells[" ".join(f"{k}={v}" for k, v in sorted(r.levels.items()) if factors is None or k in factors)].append(r)
     if not cells:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -370,12 +583,14 @@ def plot_curves(runs: Sequence[Run], metric: str, out: Path, factors: Sequence[s
 
 SPEC = {
     "roots": Opt(str, REQUIRED, "sweep folders (searched recursively for job folders)", positional=True, many=True),
+    "study": Opt(str, None, f"a study file: its factors, metrics and claims, e.g. study={EXAMPLE_STUDY}; without one the "
+                            "factors are the overrides the jobs differ in (seed aside), the metrics every logged one, no claims"),
     "out": Opt(str, None, "the report's folder (default: a new outputs/reports/<first sweep's name>-<time>/)"),
     "overwrite": Opt(boolean, False, "write into an out= folder that already holds a report"),
-    "compare": Opt(str, None, "FACTOR:LOW:HIGH instead of the paper's claims: Δ of HIGH − LOW on GenEval-Shapes overall, its "
-                              "tracks and recon PSNR, e.g. compare=align_mode:semantic:latent", many=True),
+    "compare": Opt(str, None, "FACTOR:LOW:HIGH instead of the study's claims: Δ of HIGH − LOW on the study's compare_metrics "
+                              "(without a study: every logged metric), e.g. compare=align_mode:semantic:latent", many=True),
     "where": Opt(str, None, "FACTOR=LEVEL: keep only the runs at this level, e.g. where=scales=pyramid", many=True),
-    "plots": Opt(boolean, True, "curve plots (false: tables only)"),
+    "plots": Opt(boolean, True, "curve plots of the study's curve_metrics (without a study: every logged metric; false: tables only)"),
 }
 
 
@@ -384,32 +599,45 @@ def main(argv: list[str] | None = None) -> dict:
     import time
 
     args = parse(sys.argv[1:] if argv is None else argv, SPEC, "report", __doc__.splitlines()[0])
-    runs = find_runs(args["roots"])
+    try:
+        study = load_study(args["study"]) if args["study"] else None
+    except StudyError as e:
+        raise SystemExit(f"report: {e}") from None
+    folders = job_folders(args["roots"])
+    if not folders:
+        raise SystemExit(f"report: no job folders (with .hydra/config.yaml) under {args['roots']}: pass a sweep folder, e.g. outputs/ms_align/multiruns/<time>.")
+    factors = study.factors if study else discover_factors(folders)
+    known = (f"one of {list(factors)} (the factors of {study.path})" if study else
+             f"one of {list(factors)} (the overrides the jobs differ in; study=<file> names other factors, e.g. study={EXAMPLE_STUDY})")
+    runs = [read_run(folder, factors) for folder in folders]
     for condition in args["where"]:
         factor, _, level = condition.partition("=")
-        if factor not in FACTORS or not level:
-            raise SystemExit(f"report: where={condition}: expected FACTOR=LEVEL with FACTOR one of {list(FACTORS)}")
+        if factor not in factors or not level:
+            raise SystemExit(f"report: where={condition}: expected FACTOR=LEVEL with FACTOR {known}")
         runs = [r for r in runs if r.levels.get(factor) == level]
     if not runs:
-        raise SystemExit(f"report: no job folders (with .hydra/config.yaml) under {args['roots']}: pass a sweep folder, e.g. outputs/ms_align/multiruns/<time>.")
+        raise SystemExit(f"report: no run under {args['roots']} has {' and '.join(args['where'])}; the levels are as the tables show them "
+                         "(a number as 0.0, a list as [4, 8, 16]).")
+    metrics = study.metrics if study else logged_metrics(runs)
+    claims: Sequence[Claim] = study.claims if study else ()
+    if args["compare"]:
+        parts = [c.split(":") for c in args["compare"]]
+        bad = [c for c, p in zip(args["compare"], parts) if len(p) != 3 or p[0] not in factors]
+        if bad:
+            raise SystemExit(f"report: compare={bad[0]}: expected FACTOR:LOW:HIGH with FACTOR {known}")
+        claims = tuple(Claim(f, (lo,), (hi,), m, None, f"{f}: {hi} vs {lo}") for f, lo, hi in parts
+                       for m in (study.compare_metrics if study else metrics))
     out = Path(args["out"]) if args["out"] else Path("outputs/reports") / f"{Path(args['roots'][0]).name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     if (out / "results.md").exists() and not args["overwrite"]:
         raise SystemExit(f"report: {out} already holds a report (results.md); pass overwrite=true to replace it, or another out=.")
     out.mkdir(parents=True, exist_ok=True)
-    claims = CLAIMS
-    if args["compare"]:
-        parts = [c.split(":") for c in args["compare"]]
-        bad = [c for c, p in zip(args["compare"], parts) if len(p) != 3 or p[0] not in FACTORS]
-        if bad:
-            raise SystemExit(f"report: compare={bad[0]}: expected FACTOR:LOW:HIGH with FACTOR one of {list(FACTORS)}")
-        claims = tuple((f, (lo,), (hi,), m, None, f"{f}: {hi} vs {lo}") for f, lo, hi in parts
-                       for m in ("geneval_shapes/overall", "geneval_shapes/seen/overall", "geneval_shapes/unseen/overall", "recon/psnr"))
-    report = build(runs, claims=claims, missing=missing_jobs(args["roots"]))
-    report["plots"] = [str(p) for m in ("geneval_shapes/overall", "geneval_shapes/unseen/overall", "recon/psnr", "edit/success")
+    report = build(runs, metrics, claims=claims, missing=missing_jobs(args["roots"]), factors=list(factors))
+    report["plots"] = [str(p) for m in (study.curve_metrics if study else metrics)
                        if args["plots"] and (p := plot_curves(runs, m, out, report["factors"]))]
     write_json(out / "results.json", report)
-    (out / "results.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report, metrics)
+    (out / "results.md").write_text(text)
+    print(text)
     if report["without_metrics"]:
         print(f"[mingexp] warning: {len(report['without_metrics'])} complete run(s) without evaluation metrics (named in results.md)",
               file=sys.stderr)

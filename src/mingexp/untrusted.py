@@ -51,7 +51,7 @@ def adapter_targets(package: str, base: str, entry: str = "") -> frozenset[str]:
 # package's adapters (a new decoder or alignment reading is a new file there, nothing to add here).
 # tests/unit/test_untrusted.py checks every shipped preset against this table.
 ALLOWED_TARGETS: dict[str, frozenset[str] | Callable[[], frozenset[str]]] = {
-    "": frozenset({"mingexp.models.unified.build_model", "mingexp.models.release.weights.build_released"}),
+    "": frozenset({"mingexp.models.unified.build_model", "mingexp.io.release.build_released"}),
     "mllm": frozenset({"mingexp.models.mllm.FrozenMLLM.from_pretrained", "mingexp.models.release.mllm.load_released_mllm"}),
     "mllm.processor": frozenset({"mingexp.models.processor.MLLMProcessor.from_pretrained",
                                  "mingexp.models.release.processor.ReleasedProcessor.from_pretrained"}),

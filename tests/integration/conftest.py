@@ -33,6 +33,7 @@ RUN_FAST = [
     "callbacks.samples.steps=2",
     "callbacks.last.every_n_train_steps=1",
     "callbacks.evaluation=null",
+    "optimized_metric=train/loss_epoch",  # ms_align's eval/... needs the evaluation (test_train: the optimised metric)
     "callbacks.best.monitor=train/loss_epoch",
     "callbacks.best.mode=min",
 ]

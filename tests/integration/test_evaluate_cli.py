@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import numpy as np
+
 from mingexp.errors import ConfigError
+from mingexp.eval.base import Evaluation, Example
 from mingexp.evaluate import evaluate
 from mingexp.train import train
 from tests.conftest import CONF_DIR
-from tests.integration.conftest import compose_train
+from tests.integration.conftest import FAST, compose_train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,8 +71,55 @@ def test_every_evaluation_runs_on_a_checkpoint(tiny_dir, world, checkpoint, tmp_
         assert 0 <= result["accuracy"] <= 1
 
 
+class MeanBrightness(Evaluation):
+    """A new evaluation, as a contributor adds one (docs/architecture.md): the class and its conf/eval/<name>.yaml, nothing
+    else. The mean brightness of ``n`` generated images, beside a black and a white canvas."""
+
+    name = "brightness"
+    example_labels = ("sample",)
+
+    def __init__(self, n: int = 2, steps: int = 2) -> None:
+        self.n, self.steps = n, steps
+
+    def work(self) -> int:
+        return self.n
+
+    def __call__(self, model, out_dir=None):
+        from mingexp.models.generation import generate
+
+        prompt = "a photo of a red circle"
+        images = generate(model, [prompt] * self.n, list(range(self.n)), steps=self.steps)
+        mean = float(np.mean([np.asarray(im, dtype=np.float64).mean() / 255 for im in images]))
+        return {"mean": mean}, [Example([im], prompt) for im in images]
+
+    def baselines(self, size: int):
+        return {"black": {"mean": 0.0}, "white": {"mean": 1.0}}
+
+
+def test_a_new_evaluation_runs_through_evaluate_and_the_training_callback(tiny_dir, world, checkpoint, tmp_path):
+    """Issue 35: a subclass of Evaluation plus its config file is all a new evaluation needs, for both entry points."""
+    conf = tmp_path / "conf" / "eval"
+    conf.mkdir(parents=True)
+    (conf / "brightness.yaml").write_text(f"_target_: {__name__}.MeanBrightness\nn: 3\n")
+    cfg = compose_eval(tiny_dir, world, tmp_path / "eval", f"ckpt_path={checkpoint}", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                       "+eval=brightness")
+    result = evaluate(cfg)
+    assert 0 < result["mean"] < 1 and result["baselines"] == {"black": {"mean": 0.0}, "white": {"mean": 1.0}}
+    assert (tmp_path / "eval" / "brightness_examples.png").is_file()
+    # the same class in training: in-training and end-of-run, with its baselines in final.json
+    evals = f"{{brightness: {{_target_: {__name__}.MeanBrightness, _partial_: true, n: 2}}}}"
+    run = tmp_path / "run"
+    base = [o for o in FAST if not o.startswith(("callbacks.evaluation", "callbacks.best"))]
+    train(compose_train(tiny_dir, world, run, *base, "trainer.max_steps=2", "~callbacks.evaluation.evals", f"+callbacks.evaluation.evals={evals}",
+                        "callbacks.evaluation.every_n_steps=1", "~callbacks.evaluation.final_overrides", "+callbacks.evaluation.final_overrides={brightness: {n: 3}}",
+                        "callbacks.evaluation.full_suite_min_steps=0", "callbacks.best.monitor=eval/brightness/mean", fast=False))
+    final = json.loads((run / "eval" / "final.json").read_text())
+    assert 0 < final["eval/brightness/mean"] < 1 and final["baselines"]["brightness"]["white"] == {"mean": 1.0}
+    assert (run / "eval" / "brightness_final.png").is_file()
+
+
 def test_missing_evaluation_choice_lists_them(tiny_dir, world, tmp_path):
-    with pytest.raises(ConfigError, match="geneval \\| geneval_shapes \\| recon \\| edit \\| vqa"):
+    with pytest.raises(ConfigError, match="edit \\| geneval \\| geneval_shapes \\| recon \\| vqa"):
         evaluate(compose_eval(tiny_dir, world, tmp_path))
 
 

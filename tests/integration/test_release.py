@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from mingexp.export import expand_from_release, export
+from mingexp.export import export
 from mingexp.models.generation import generate
 from mingexp.pipeline.pipeline import MingUniPipeline
 from mingexp.train import train
@@ -20,9 +20,24 @@ from tests.integration.conftest import RUN_FAST
 PROMPTS = ["a photo of a red circle", "a photo of two stars"]
 
 
-def test_from_release_is_the_release_preset_at_that_folder():
-    assert expand_from_release(["from_release=/x/Ming-Lite-Uni", "out=o", "model.mllm.dtype=float32"]) == [
-        "model=ming_lite_uni_release", "model.path=/x/Ming-Lite-Uni", "out=o", "model.mllm.dtype=float32"]
+def test_the_release_on_the_command_line_is_the_release_preset_at_that_folder(tiny_dir, tmp_path):
+    """``python -m mingexp.export model=ming_lite_uni_release model.path=<folder>``: plain Hydra overrides (no argv
+    rewriting), the further ``model.*`` overrides apply to the preset, and the folder written names the released parts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "export"
+    command = [sys.executable, "-m", "mingexp.export", f"out={out}", *release(tiny_dir),
+               f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = json.loads((out / "mingexp_pipeline.json").read_text())["model"]
+    assert model["mllm"]["_target_"].startswith("mingexp.models.release.") and model["mllm"]["dtype"] == "float32"
+    assert model["mllm"]["path"] == str((tiny_dir / "release").resolve()) and model["sampler"]["scheduler"] == "scheduler"
+    toy = subprocess.run([*command[:4], f"hydra.run.dir={tmp_path / 'toy'}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert toy.returncode != 0 and "ckpt_path is not set" in toy.stderr  # anything but the released model needs a checkpoint
 
 
 def test_export_round_trip_gives_identical_images(tiny_dir, tmp_path):

@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException, MissingConfigException
 
 from mingexp.errors import ConfigError, TrainingDiverged
 from mingexp.eval.base import Evaluation
-from mingexp.train import train
+from mingexp.train import optimized_metric, train
 from tests.conftest import FAMILIES
 from tests.integration.conftest import FAST, compose_train
 
@@ -356,6 +356,8 @@ def test_keyboard_interrupt_saves_a_checkpoint(tiny_dir, world, tmp_path):
     ("model.queries.scales=[]", "model.queries.scales is empty"),
     ("model.align.layer=9", "model.align.layer=9 is outside the DiT"),
     ("ckpt_path=/nope/last.ckpt", "ckpt_path=/nope/last.ckpt: no such checkpoint"),
+    ("optimized_metric=eval/geneval_shapes/overall", "optimized_metric=eval/geneval_shapes/overall is an evaluation's value but "
+     "callbacks.evaluation is off"),
     ("model.mllm.path=/nope", "model.mllm.path=/nope: no such folder"),
     # the shapes world is not legible below 32 px (its ground truth scores < 0.97): refused before anything runs
     ("model.dit.config.sample_size=16", r"the shapes world cannot be read at the model's 16 px"),
@@ -550,7 +552,7 @@ def test_a_short_run_is_evaluated_on_the_subsets_after_writing_last_ckpt(tiny_di
 
     with open_dict(cfg):
         cfg.callbacks.evaluation.evals["probe"] = probe
-    train(cfg)
+    result = train(cfg)
     out = capsys.readouterr().out
     # announced: which suite, its size, the expected time (from the step-4 evaluation) and how to skip it
     assert re.search(r"end-of-run evaluation on the in-training subsets \(the run trained 5 < callbacks.evaluation.full_suite_min_steps=500 "
@@ -558,6 +560,14 @@ def test_a_short_run_is_evaluated_on_the_subsets_after_writing_last_ckpt(tiny_di
                      r"callbacks.evaluation.at_end=false", out), out[-2000:]
     final = json.loads((tmp_path / "eval" / "final.json").read_text())
     assert final["eval/probe/last_ckpt_step"] == 5  # last.ckpt of the final step was on disk before the evaluation ran
+    # what main returns to a sweeper: the configured metric, here the end-of-run evaluation's value
+    with open_dict(cfg):
+        cfg.optimized_metric = "eval/probe/last_ckpt_step"
+    assert optimized_metric(cfg, result) == 5.0
+    with open_dict(cfg):
+        cfg.optimized_metric = "eval/nothing"
+    with pytest.raises(ConfigError, match="optimized_metric=eval/nothing: the run logged no such metric.*eval/probe/last_ckpt_step"):
+        optimized_metric(cfg, result)
 
 
 def test_two_process_distributed_run(tiny_dir, world, tmp_path):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from mingexp.errors import ConfigError
 from mingexp.models.generation import generate
 from mingexp.models.release.processor import ADDITIONAL_SPECIAL_TOKENS, INTERLEAVE_TOKENS, ReleasedProcessor
-from mingexp.models.release.weights import key_map, released_state
+from mingexp.io.release import key_map, released_state
 from tests.conftest import compose_cfg, release
 
 SYSTEM, USER, ASSISTANT = "<|im_start|>system\nYou are a helpful assistant.", "<|im_end|>\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"

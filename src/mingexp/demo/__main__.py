@@ -12,6 +12,7 @@ from pathlib import Path
 from mingexp.cli_args import REQUIRED, Opt, boolean, parse
 from mingexp.demo.limits import MAX_UPLOAD_PIXELS as MAX_PIXELS
 from mingexp.demo.limits import DemoLimits
+from mingexp.extras import MissingExtra, require
 
 LIMITS = DemoLimits()
 SPEC = {
@@ -41,6 +42,10 @@ SPEC = {
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv, SPEC, "demo", __doc__.strip().splitlines()[0])
+    try:  # gradio is an extra (app.py imports it at its top): a missing one is said before the model loads
+        require("gradio", "demo", "the web demo (python -m mingexp.demo)")
+    except MissingExtra as e:
+        raise SystemExit(f"demo: {e}") from None
     from mingexp.demo.actions import Demo  # the heavy imports after the arguments: --help answers at once
     from mingexp.demo.app import build_app, launch
     from mingexp.demo.scratch import Scratch

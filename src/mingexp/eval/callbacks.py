@@ -11,8 +11,6 @@ to ``<dirpath>/final.json``.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -76,6 +74,19 @@ def pair_grid(examples: Sequence[Example], labels: Sequence[str] = (), cell: int
     return canvas
 
 
+def _build(factory: Callable[..., Any], key: str, overrides: Mapping[str, Any] | None = None) -> Evaluation:
+    """An evaluation from its config's partial (plus ``overrides``); anything else than an :class:`Evaluation`, or an
+    argument it does not take, is an error naming ``key``."""
+    try:
+        evaluation = factory(**dict(overrides or {}))
+    except TypeError as e:
+        raise ConfigError(f"{key}: {e} (the keys of {key} are the evaluation's constructor arguments).") from None
+    if not isinstance(evaluation, Evaluation):
+        raise ConfigError(f"{key} built a {type(evaluation).__name__}, which is not a mingexp.eval.base.Evaluation: subclass it "
+                          "(name, work, __call__, baselines).")
+    return evaluation
+
+
 class EvaluationCallback(L.Callback):
     """Runs ``evals`` ({name: evaluation}) every ``every_n_steps`` (0 = only at the end) and at the end.
 
@@ -91,19 +102,11 @@ class EvaluationCallback(L.Callback):
                  final_overrides: Mapping[str, Mapping[str, Any]] | None = None, full_suite_min_steps: int = 0) -> None:
         self.factories = {k: v for k, v in dict(evals).items() if v is not None}
         self.final_overrides = {k: dict(v) for k, v in dict(final_overrides or {}).items() if k in self.factories}
-        for name, overrides in self.final_overrides.items():  # checked now, not after an hour of training
-            fn = self.factories[name]
-            params = inspect.signature(fn.func if isinstance(fn, functools.partial) else fn).parameters
-            unknown = sorted(set(overrides) - set(params))
-            if unknown:
-                raise ConfigError(f"callbacks.evaluation.final_overrides.{name}: unknown key(s) {unknown}; the evaluation takes "
-                                  f"{sorted(k for k in params if k != 'self')}.")
-        # the in-training evaluations, built once from their configs; each must implement the Evaluation contract
-        self.evals = {name: factory() for name, factory in self.factories.items()}
-        for name, evaluation in self.evals.items():
-            if not isinstance(evaluation, Evaluation):
-                raise ConfigError(f"callbacks.evaluation.evals.{name} built a {type(evaluation).__name__}, which is not a "
-                                  "mingexp.eval.base.Evaluation: subclass it (work, __call__, optionally baselines).")
+        # the in-training evaluations, built once from their configs, and the end-of-run ones built now too, so that a
+        # wrong final_overrides key fails before training, not after it; each must implement the Evaluation contract
+        self.evals = {name: _build(factory, f"callbacks.evaluation.evals.{name}") for name, factory in self.factories.items()}
+        self.final_evals = {name: _build(factory, f"callbacks.evaluation.final_overrides.{name}", self.final_overrides[name])
+                            for name, factory in self.factories.items() if name in self.final_overrides}
         self.dirpath, self.every_n_steps, self.at_end = Path(dirpath), int(every_n_steps), bool(at_end)
         self.full_suite_min_steps = int(full_suite_min_steps)
         self.history: list[dict] = []
@@ -157,7 +160,7 @@ class EvaluationCallback(L.Callback):
         if trainer.global_step < self.full_suite_min_steps:
             return (f"the in-training subsets (the run trained {trainer.global_step} < callbacks.evaluation.full_suite_min_steps="
                     f"{self.full_suite_min_steps} steps; set it to 0 for the full suite)")
-        self.evals = {name: factory(**self.final_overrides.get(name, {})) for name, factory in self.factories.items()}
+        self.evals = {**self.evals, **self.final_evals}
         return "the full suites (callbacks.evaluation.final_overrides)"
 
     def _announce(self, trainer: L.Trainer, suite: str) -> None:

@@ -10,6 +10,15 @@
   present, Lightning turns ``fit(ckpt_path=None)`` into ``"last"`` (resuming whatever the folder holds, with two
   warnings); mingexp resolves ``ckpt_path=last`` itself (:func:`newest_checkpoint`).
 
+Both rest on Lightning's public API only: the callback hooks (``on_train_batch_end``, ``on_train_epoch_end``,
+``on_validation_end``, ``on_exception``, ``on_train_end``, ``on_save_checkpoint``), ``format_checkpoint_name``,
+``last_model_path`` and ``Trainer.save_checkpoint``. ``ModelCheckpoint`` decides what and when inside those hooks, so
+the non-finite rule skips the whole hook (``ModelCheckpoint``'s own bookkeeping included: nothing was saved). What
+holds them is tested at the trainer level (tests/integration/test_train.py: a diverged run keeps its last finite
+``last.ckpt`` and nothing else; the end-of-run evaluation finds the final step's ``last.ckpt`` on disk), so a Lightning
+upgrade that changes the hooks fails a test. The module's side of the contract is
+:class:`mingexp.lit.contract.TrainableModule` (``nonfinite_streak``).
+
 Checkpoint files are written atomically by Lightning's ``save_checkpoint`` (a temporary file, then a rename).
 """
 
@@ -24,21 +33,46 @@ from mingexp.errors import TrainingDiverged
 
 
 def finite(module: L.LightningModule) -> bool:
-    """False while the module's latest losses were non-finite (its ``nonfinite_streak``, see mingexp.lit.module)."""
+    """False while the module's latest losses were non-finite (its ``nonfinite_streak``; mingexp.lit.contract)."""
     return getattr(module, "nonfinite_streak", 0) == 0
 
 
 class Checkpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that skips non-finite states and writes ``last.ckpt`` when training ends."""
 
-    def _should_skip_saving_checkpoint(self, trainer: L.Trainer) -> bool:
-        return super()._should_skip_saving_checkpoint(trainer) or not finite(trainer.lightning_module)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._written_at: int | None = None  # the step of the newest checkpoint this trainer wrote (on_save_checkpoint)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._written_at = trainer.global_step  # every trainer.save_checkpoint calls each callback's hook
+        return super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not finite(pl_module):
+            return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         ending = trainer.should_stop or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
-        if self.save_last and ending and self._last_global_step_saved != trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last and ending and self._written_at != trainer.global_step and not trainer.sanity_checking:
+            path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            self.last_model_path = path  # before saving: it is part of the callback's saved state
+            trainer.save_checkpoint(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if finite(pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if finite(pl_module):
+            super().on_validation_end(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if finite(pl_module) and not isinstance(exception, TrainingDiverged):
+            super().on_exception(trainer, pl_module, exception)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if finite(pl_module) and self._written_at != trainer.global_step:
+            super().on_train_end(trainer, pl_module)
 
 
 class InterruptCheckpoint(L.Callback):

@@ -6,10 +6,12 @@ import hashlib
 
 from lightning.pytorch.loggers import WandbLogger
 
+from mingexp.extras import require
+
 MAX_NAME = 128  # W&B display names are cut at 128 characters; a longer name keeps a hash so that names stay distinct
 # Overrides that say where and how a job ran, not what it is: left out of its name (the experiment is the task name).
 NOT_IN_NAMES = ("paths.", "callbacks.", "trainer", "logger", "hydra.", "data.prepare", "data.num_workers", "experiment=",
-                "ckpt_path=", "init_from=", "resume_sweep=")
+                "ckpt_path=", "init_from=", "resume_sweep=", "optimized_metric=")
 
 
 def job_name(task_name: str, seed: int) -> str:
@@ -51,6 +53,8 @@ class WandbRun(WandbLogger):
     """
 
     def __init__(self, task_name: str, seed: int = 0, name: str | None = None, group: str | None = None, **kwargs) -> None:
+        # wandb is an extra: said here with the fix, before Lightning's WandbLogger raises its own ModuleNotFoundError
+        require("wandb", "tracking", "logger=wandb", instead="logger=csv")
         super().__init__(name=name or job_name(task_name, seed), group=group or sweep_group(task_name), **kwargs)
         # Lightning passes anonymous=None to wandb.init, which W&B answers with a deprecation warning at every run
         if self._wandb_init.get("anonymous") is None:

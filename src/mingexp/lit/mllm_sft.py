@@ -64,6 +64,7 @@ class MLLMFinetuneModule(L.LightningModule):
         self.model.train()
         self.optimizer_factory, self.lr = optimizer, float(lr)
         self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
+        self.nonfinite_streak = 0  # no NaN guard in this stage (mingexp.lit.contract.TrainableModule)
 
     def model_spec(self) -> None:
         """No image model: the datamodule keeps its configured resolution."""

@@ -22,14 +22,17 @@ import torch
 from torch import nn
 
 from mingexp.errors import ConfigError
+from mingexp.extras import MissingExtra, require
 
 ADAPTER = "mingexp"  # the adapter's name inside peft
+FEATURE = "LoRA (model.lora)"
 DIT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections of SANA's and SD3's blocks
 QWEN2_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class LoRA:
-    """Which parts get LoRA and how large.
+    """Which parts get LoRA and how large. Needs peft (``pip install 'mingexp[lora]'``): checked when built, i.e.
+    when the config is instantiated, before any model loads.
 
     Args:
         rank: r. alpha: α (None = r, i.e. scale 1). dropout: on the LoRA branch's input.
@@ -39,20 +42,18 @@ class LoRA:
 
     def __init__(self, rank: int = 16, alpha: float | None = None, dropout: float = 0.0, dit: Sequence[str] | None = DIT_TARGETS,
                  connector: Sequence[str] | None = None) -> None:
+        _peft()
         if rank < 1:
             raise ConfigError(f"model.lora.rank={rank}: must be ≥ 1.")
         self.rank, self.alpha, self.dropout = int(rank), float(alpha if alpha is not None else rank), float(dropout)
         self.dit, self.connector = tuple(dit or ()), tuple(connector or ())
 
     def config(self, targets: Sequence[str]):
-        from peft import LoraConfig
-
-        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(targets))
+        return _peft().LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(targets))
 
     def inject(self, part: nn.Module, library: nn.Module, targets: Sequence[str], key: str) -> None:
         """Freeze ``part``, then add adapters to ``library`` (its library module) at ``targets``, which alone train."""
-        from peft import inject_adapter_in_model
-
+        inject_adapter_in_model = _peft().inject_adapter_in_model
         part.requires_grad_(False)
         if not targets:
             return
@@ -70,9 +71,18 @@ class LoRA:
         return model
 
 
-def has_lora(module: nn.Module) -> bool:
-    from peft.tuners.lora import LoraLayer
+def _peft(module: str = "peft"):
+    """``peft`` (or one of its modules), or :class:`~mingexp.extras.MissingExtra` naming ``mingexp[lora]``."""
+    return require(module, "lora", FEATURE, instead="model.lora=null (full fine-tuning)")
 
+
+def has_lora(module: nn.Module) -> bool:
+    """Whether ``module`` holds LoRA layers; False without peft (no module can hold one then), so that exports of
+    models without LoRA never need it."""
+    try:
+        LoraLayer = _peft("peft.tuners.lora").LoraLayer
+    except MissingExtra:
+        return False
     return any(isinstance(m, LoraLayer) for m in module.modules())
 
 
@@ -82,8 +92,7 @@ def without_lora(module: nn.Module, merge: bool = True) -> nn.Module:
     import copy
     from collections import OrderedDict
 
-    from peft.tuners.lora import LoraLayer
-
+    LoraLayer = _peft("peft.tuners.lora").LoraLayer
     # forward hooks (the alignment tap, which holds the whole denoiser) are not copied
     plain = copy.deepcopy(module, {id(m._forward_hooks): OrderedDict() for m in module.modules()})
     layers = [(name, m) for name, m in plain.named_modules() if isinstance(m, LoraLayer)]
@@ -97,15 +106,11 @@ def without_lora(module: nn.Module, merge: bool = True) -> nn.Module:
 
 def adapter_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """The LoRA matrices alone, in peft's format (what ``peft`` / diffusers' ``load_lora_adapter`` read)."""
-    from peft.utils import get_peft_model_state_dict
-
-    return dict(get_peft_model_state_dict(module, adapter_name=ADAPTER))
+    return dict(_peft("peft.utils").get_peft_model_state_dict(module, adapter_name=ADAPTER))
 
 
 def load_adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    from peft.utils import set_peft_model_state_dict
-
-    result = set_peft_model_state_dict(module, state, adapter_name=ADAPTER)
+    result = _peft("peft.utils").set_peft_model_state_dict(module, state, adapter_name=ADAPTER)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise ConfigError(f"{where}: LoRA keys that match no adapter layer: {unexpected[:4]}; was it exported with the same model.lora?")

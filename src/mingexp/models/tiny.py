@@ -408,7 +408,7 @@ def write_tiny_release(out: str | Path, hidden_size: int = 128, vision_out: int 
         _write_decoder(out, "SanaTransformer2DModel", {**TINY_SANA, "sample_size": 16}, "AutoencoderDC", TINY_DCAE_F32, seed)
     FlowMatchEulerDiscreteScheduler(shift=RELEASED_SCHEDULER_SHIFT).save_pretrained(str(out / "scheduler"))
 
-    # mlp/model.safetensors: the glue, under the released key names (mingexp.models.release.weights)
+    # mlp/model.safetensors: the glue, under the released key names (mingexp.io.release)
     def linear(name: str, n_in: int, n_out: int) -> dict[str, torch.Tensor]:
         return {f"{name}.weight": torch.randn(n_out, n_in, generator=g) / n_in**0.5, f"{name}.bias": torch.randn(n_out, generator=g) * 0.02}
 

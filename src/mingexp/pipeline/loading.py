@@ -18,19 +18,11 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str | None = None, mll
 
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".ckpt":
-        from hydra import compose, initialize_config_module
+        from mingexp.io.run import load_checkpoint
 
-        from mingexp.evaluate import load_model, model_config
-
-        flags = [f"model.mllm.trust_remote_code={str(trust_remote_code).lower()}", f"model.mllm.attn_implementation={attn_implementation}"]
-        if mllm_path:
-            flags.append(f"model.mllm.path={mllm_path}")
-        with initialize_config_module(config_module="mingexp.conf", version_base="1.3"):
-            cfg = compose("export", overrides=[f"ckpt_path={path.resolve()}", "out=unused", *flags])
-        config = model_config(cfg)
-        if mllm_path:
-            config["mllm"]["path"] = mllm_path
-        return MingUniPipeline(load_model(cfg, config), config).to(device, dtype)
+        model, config = load_checkpoint(path, {"mllm.trust_remote_code": trust_remote_code, "mllm.attn_implementation": attn_implementation,
+                                               "mllm.path": mllm_path})
+        return MingUniPipeline(model, config).to(device, dtype)
     if not path.is_dir():
         raise InputError(f"model={model}: no such folder or .ckpt file. Pass an export (python -m mingexp.export ...) or a run's "
                          "checkpoints/last.ckpt.")

@@ -21,7 +21,7 @@ from torch import nn
 from mingexp.errors import ConfigError
 from mingexp.models.denoisers.base import ADAPTER_WEIGHTS
 from mingexp.models.denoisers.sana import SanaDenoiser
-from mingexp.models.release.weights import MLP_FILE, read_prefixed
+from mingexp.io.release import MLP_FILE, read_prefixed
 
 
 class CaptionMLP(nn.Module):

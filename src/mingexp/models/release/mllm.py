@@ -30,7 +30,7 @@ from mingexp.io.tensors import load_exact
 from mingexp.models.mllm import FrozenMLLM
 from mingexp.models.processor import MLLMProcessor
 from mingexp.models.release.processor import ReleasedProcessor
-from mingexp.models.release.weights import read_group, release_part, vision_config
+from mingexp.io.release import read_group, release_part, vision_config
 from mingexp.utils import resolve_dtype
 
 RELEASED_MROPE_SECTION = (16, 24, 24)  # hard-coded upstream (Qwen2ForCausalLM.__init__ with use_llm_3drope)

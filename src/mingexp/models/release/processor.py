@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mingexp.errors import ConfigError
 from mingexp.models.processor import DEFAULT_SYSTEM_PROMPT, IMAGE_MARKER, MLLMProcessor
-from mingexp.models.release.weights import release_part, vision_config
+from mingexp.io.release import release_part, vision_config
 
 ADDITIONAL_SPECIAL_TOKENS = ("[item]", "<html>", "</html>", "<body>", "</body>", "<table>", "</table>", "<tr>", "</tr>", "<td>",
                              "</td>", "<think>", "</think>", "<answer>", "</answer>")
