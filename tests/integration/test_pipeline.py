@@ -125,6 +125,11 @@ def test_incomplete_or_foreign_export_folders_are_refused(exported, tmp_path):
     (folder / "mingexp_pipeline.json").write_text(json.dumps({**index, "version": 99}))
     with pytest.raises(InputError, match="version 99"):
         MingUniPipeline.from_pretrained(folder)
+    # the last release of the format (2: one queries.safetensors, parts as partials in the index) is refused by version,
+    # naming the fix (issue 35)
+    (folder / "mingexp_pipeline.json").write_text(json.dumps({**index, "version": 2}))
+    with pytest.raises(InputError, match=r"format version 2 but this mingexp reads version 3; re-export the run's checkpoint .*mingexp.export"):
+        MingUniPipeline.from_pretrained(folder)
     with pytest.raises(InputError, match="not a mingexp pipeline"):
         MingUniPipeline.from_pretrained(tmp_path)
 

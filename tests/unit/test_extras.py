@@ -96,16 +96,19 @@ def test_every_extra_in_pyproject_and_dev_installs_them_all():
 # --- the real call sites, with the package blocked --------------------------------------------------------------------
 
 
-def run_blocked(package: str, code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter where ``import <package>`` raises ModuleNotFoundError (name=package)."""
+def run_blocked(package: str, code: str, expect: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where ``import <package>`` raises ModuleNotFoundError (name=package); with
+    ``expect`` (an expression), print the MissingExtra it raises (and fail when it raises none)."""
     script = f"import sys\nsys.modules[{package!r}] = None\n" + textwrap.dedent(code)
+    if expect is not None:
+        script += ("\nfrom mingexp.extras import MissingExtra\ntry:\n    " + expect +
+                   "\nexcept MissingExtra as e:\n    print(e)\nelse:\n    raise SystemExit('no MissingExtra')\n")
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_lora_without_peft():
     proc = run_blocked("peft", """
         from torch import nn
-        from mingexp.extras import MissingExtra
         from mingexp.models.lora import LoRA, has_lora
 
         class Part(nn.Module):
@@ -116,30 +119,14 @@ def test_lora_without_peft():
         model = nn.Module()
         model.dit, model.connector = Part(), Part()
         assert has_lora(model) is False  # exports of models without LoRA never need peft
-        try:
-            LoRA(rank=2, dit=["0"]).apply(model)
-        except MissingExtra as e:
-            print(e)
-        else:
-            raise SystemExit("no MissingExtra")
-        """)
+        """, expect='LoRA(rank=2, dit=["0"]).apply(model)')
     assert proc.returncode == 0, proc.stderr
     assert "LoRA (model.lora) needs peft" in proc.stdout and "pip install 'mingexp[lora]'" in proc.stdout
     assert "model.lora=null" in proc.stdout
 
 
 def test_wandb_logger_without_wandb():
-    proc = run_blocked("wandb", """
-        from mingexp.extras import MissingExtra
-        from mingexp.lit.loggers import WandbRun
-
-        try:
-            WandbRun(task_name="t", offline=True)
-        except MissingExtra as e:
-            print(e)
-        else:
-            raise SystemExit("no MissingExtra")
-        """)
+    proc = run_blocked("wandb", "from mingexp.lit.loggers import WandbRun", expect='WandbRun(task_name="t", offline=True)')
     assert proc.returncode == 0, proc.stderr
     assert "logger=wandb needs wandb" in proc.stdout and "pip install 'mingexp[tracking]'" in proc.stdout
     assert "or use logger=csv" in proc.stdout

@@ -1,15 +1,16 @@
-"""What every evaluation shares: reading held-out samples and turning images into tensors (generation is
-:func:`mingexp.models.generation.generate`, the one path every caller uses)."""
+"""What every evaluation shares: reading held-out samples (:class:`HeldOutEvaluation`, :func:`load_samples`) and turning
+images into tensors (generation is :func:`mingexp.models.generation.generate`, the one path every caller uses)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from PIL import Image
 
 from mingexp.data.tasks import TaskSample
 from mingexp.data.wds import SkipCounter, SourceSpec, expand_urls, resize_center_crop, source_samples
+from mingexp.eval.base import Evaluation
 
 
 def load_samples(urls: str | Sequence[str], task: str, n: int, key: str = "eval.urls") -> tuple[list[TaskSample], dict[str, int]]:
@@ -30,3 +31,34 @@ def pil_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
 
     arrays = [np.asarray(resize_center_crop(im.convert("RGB"), size, size), dtype=np.float32) / 255.0 for im in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+class HeldOutEvaluation(Evaluation):
+    """An evaluation over the first ``n`` readable samples of held-out shards (``urls``) of one ``task``, read once.
+
+    A subclass sets ``name`` and ``task``, stores ``urls`` and ``n`` in its constructor, and may narrow the samples to
+    those it can score (:meth:`keep`); :meth:`samples` raises naming ``eval.<name>.urls`` when none are left.
+    """
+
+    task: ClassVar[str] = ""
+    nothing: ClassVar[str] = "no readable samples."  # what the error says when no sample is left
+    urls: str | Sequence[str]
+    n: int
+    _samples: list[TaskSample] | None = None
+
+    def work(self) -> int:
+        """Images generated (or answers asked for): one per sample."""
+        return self.n
+
+    def keep(self, samples: list[TaskSample]) -> list[TaskSample]:
+        """The samples this evaluation scores (all by default)."""
+        return samples
+
+    def samples(self) -> list[TaskSample]:
+        if self._samples is None:
+            loaded, _ = load_samples(self.urls, self.task, self.n, f"eval.{self.name}.urls")
+            self._samples = self.keep(loaded)
+            if not self._samples:
+                raise ValueError(f"eval.{self.name}.urls={self.urls}: {self.nothing}")
+        return self._samples
+

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from mingexp.data.shapes import BACKGROUND, Scene
-from mingexp.eval.base import Evaluation, Example, constant_image, noise_image, step_bar
-from mingexp.eval.common import load_samples
+from mingexp.eval.base import Example, constant_image, noise_image, step_bar
+from mingexp.eval.common import HeldOutEvaluation
 from mingexp.eval.geneval.rules import THRESHOLD, Detection
 from mingexp.eval.metrics import EditSuccess
 from mingexp.models.generation import generate, seed_range
@@ -50,32 +50,26 @@ def scene_matches(detections: Sequence[Detection], scene: Scene, size: int, posi
     return True
 
 
-class EditEval(Evaluation):
+class EditEval(HeldOutEvaluation):
     """Edit success over the first ``n`` held-out single-step edits of ``urls`` (toy world) with a non-empty target."""
 
     name = "edit"
+    task = "edit"
+    nothing = "no edits with a non-empty target_scene (toy-world edit shards)."
     example_labels: tuple[str, ...] = ("source", "target", "output")  # the cells of each example tile (pair_grid)
 
     def __init__(self, urls: str | Sequence[str], detector, n: int = 32, batch_size: int = 16, seed: int = 0,
                  position_tolerance: float = 0.1, steps: int | None = None, guidance_scale: float | None = None) -> None:
         self.urls, self.detector, self.n, self.batch_size, self.seed = urls, detector, int(n), int(batch_size), int(seed)
         self.position_tolerance, self.steps, self.guidance_scale = float(position_tolerance), steps, guidance_scale
-        self._samples = None
         self.excluded_empty = 0  # edits left out: their target scene is empty (module docstring)
 
-    def work(self) -> int:
-        """Images this evaluation generates (the unit its time is estimated in)."""
-        return self.n
-
-    def samples(self):
-        if self._samples is None:
-            samples, _ = load_samples(self.urls, "edit", self.n, "eval.edit.urls")
-            scored = [s for s in samples if "target_scene" in s.meta]
-            self._samples = [s for s in scored if Scene.from_json(s.meta["target_scene"]).objects]
-            self.excluded_empty = len(scored) - len(self._samples)
-            if not self._samples:
-                raise ValueError(f"eval.edit.urls={self.urls}: no edits with a non-empty target_scene (toy-world edit shards).")
-        return self._samples
+    def keep(self, samples):
+        """The edits with a non-empty target scene (the rest are counted in ``excluded_empty``)."""
+        scored = [s for s in samples if "target_scene" in s.meta]
+        kept = [s for s in scored if Scene.from_json(s.meta["target_scene"]).objects]
+        self.excluded_empty = len(scored) - len(kept)
+        return kept
 
     def score(self, images, samples) -> torch.Tensor:
         return torch.tensor([

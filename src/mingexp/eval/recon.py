@@ -11,34 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from mingexp.eval.base import Evaluation, Example, constant_image, finite, noise_image, step_bar
-from mingexp.eval.common import load_samples, pil_batch
+from mingexp.eval.base import Example, constant_image, finite, noise_image, step_bar
+from mingexp.eval.common import HeldOutEvaluation, pil_batch
 from mingexp.eval.metrics import ReconstructionMetrics
 from mingexp.models.generation import generate, seed_range
 
 
-class ReconEval(Evaluation):
+class ReconEval(HeldOutEvaluation):
     """PSNR / SSIM of full-path reconstructions of the first ``n`` held-out images of ``urls``."""
 
     name = "recon"
+    task = "recon"
     example_labels: tuple[str, ...] = ("input", "output")  # the cells of each example tile (pair_grid)
 
     def __init__(self, urls: str | Sequence[str], n: int = 32, prompt: str = "", batch_size: int = 16, seed: int = 0,
                  steps: int | None = None, guidance_scale: float | None = None) -> None:
         self.urls, self.n, self.prompt, self.batch_size, self.seed = urls, int(n), prompt, int(batch_size), int(seed)
         self.steps, self.guidance_scale = steps, guidance_scale
-        self._samples = None
-
-    def work(self) -> int:
-        """Images this evaluation generates (the unit its time is estimated in)."""
-        return self.n
-
-    def samples(self):
-        if self._samples is None:
-            self._samples, _ = load_samples(self.urls, "recon", self.n, "eval.recon.urls")
-            if not self._samples:
-                raise ValueError(f"eval.recon.urls={self.urls}: no readable samples.")
-        return self._samples
 
     def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list[Example]]:
         samples = self.samples()

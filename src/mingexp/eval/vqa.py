@@ -11,31 +11,21 @@ from typing import Sequence
 
 from collections import Counter
 
-from mingexp.eval.base import Evaluation, Example
-from mingexp.eval.common import load_samples
+from mingexp.eval.base import Example
+from mingexp.eval.common import HeldOutEvaluation
 from mingexp.eval.metrics import VQAAccuracy, normalize_answer
 
 
-class VQAEval(Evaluation):
+class VQAEval(HeldOutEvaluation):
     """Accuracy over the first ``n`` questions of held-out vqa shards."""
 
     name = "vqa"
+    task = "vqa"
+    nothing = "no readable questions."
     example_labels: tuple[str, ...] = ()  # the cells of each example tile (pair_grid)
 
     def __init__(self, urls: str | Sequence[str], n: int = 64, max_new_tokens: int = 16) -> None:
         self.urls, self.n, self.max_new_tokens = urls, int(n), int(max_new_tokens)
-        self._samples = None
-
-    def work(self) -> int:
-        """Questions this evaluation answers (the unit its time is estimated in)."""
-        return self.n
-
-    def samples(self):
-        if self._samples is None:
-            self._samples, _ = load_samples(self.urls, "vqa", self.n, "eval.vqa.urls")
-            if not self._samples:
-                raise ValueError(f"eval.vqa.urls={self.urls}: no readable questions.")
-        return self._samples
 
     def __call__(self, model, out_dir: Path | None = None) -> tuple[dict[str, float], list[Example]]:
         samples = self.samples()

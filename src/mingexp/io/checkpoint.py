@@ -160,11 +160,21 @@ def for_saving(checkpoint: dict, ema_state: Mapping[str, torch.Tensor] | None, e
     checkpoint["mingexp"] = dict(extra)
 
 
-def for_loading(checkpoint: dict, current: Mapping[str, torch.Tensor], trainable: Collection[str]) -> dict:
+@dataclass
+class Restored:
+    """What :func:`for_loading` gives back besides the module's tensors: the saved counters and the EMA shadow (None:
+    the run had no EMA)."""
+
+    counters: dict
+    ema: dict[str, torch.Tensor] | None
+
+
+def for_loading(checkpoint: dict, current: Mapping[str, torch.Tensor], trainable: Collection[str]) -> Restored:
     """``on_load_checkpoint``: older names upgraded, the frozen parts filled in from the live module (they were not
-    saved) so Lightning's strict load holds; returns the counters saved beside."""
+    saved) so Lightning's strict load holds; returns the counters and the EMA shadow saved beside."""
     checkpoint["state_dict"] = upgrade_keys(checkpoint["state_dict"], current)
-    if "ema" in checkpoint:
-        checkpoint["ema"] = upgrade_keys(checkpoint["ema"], set(trainable))
+    ema = upgrade_keys(checkpoint["ema"], set(trainable)) if "ema" in checkpoint else None
+    if ema is not None:
+        checkpoint["ema"] = ema
     checkpoint["state_dict"].update({k: v for k, v in current.items() if k.startswith(tuple(PREFIX + f for f in FROZEN))})
-    return dict(checkpoint.get("mingexp", {}))
+    return Restored(dict(checkpoint.get("mingexp", {})), ema)

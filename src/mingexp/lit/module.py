@@ -187,12 +187,12 @@ class UnifiedLitModule(L.LightningModule):
                                  {"nonfinite_total": self.nonfinite_total})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        extra = io_checkpoint.for_loading(checkpoint, self.state_dict(), [n for n, _ in self.trainable_named_parameters()])
-        if "ema" in checkpoint and self.ema_cfg is not None:
+        restored = io_checkpoint.for_loading(checkpoint, self.state_dict(), [n for n, _ in self.trainable_named_parameters()])
+        if restored.ema is not None and self.ema_cfg is not None:
             if self.ema is None:
                 self.ema = EMA(self.trainable_named_parameters(), **self.ema_cfg)
-            self.ema.load_state_dict(checkpoint["ema"])
-        self.nonfinite_total = int(extra.get("nonfinite_total", 0))
+            self.ema.load_state_dict(restored.ema)
+        self.nonfinite_total = int(restored.counters.get("nonfinite_total", 0))
 
     # ------------------------------------------------------------------ sampling
     def sampling_weights(self):

@@ -270,18 +270,22 @@ def _call(part: Callable[..., Any], key: str, resolved: dict[str, Any] | None = 
         return part
     given = dict(part.keywords) if isinstance(part, functools.partial) else {}
     fn = part.func if isinstance(part, functools.partial) else part
-    params = dict(inspect.signature(fn).parameters)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and isinstance(getattr(fn, "__self__", None), type):
-        params.update(inspect.signature(fn.__self__.__init__).parameters)  # a builder that passes its options on
-    unknown = sorted(set(given) - set(params))
-    if unknown:
-        valid = sorted(k for k in params if k not in derived and k not in ("self", "cls"))
-        raise ConfigError(f"{key}: unknown key(s) {unknown}; valid keys: {valid}.")
     for name, value in derived.items():
         if name in given and given[name] != value:
             raise ConfigError(f"{key}.{name}={given[name]} but the loaded checkpoints give {value}: remove {key}.{name} "
                               "(it is read from them) or point the parts at matching checkpoints.")
-    return fn(**{**given, **(resolved or {}), **derived})
+    try:
+        return fn(**{**given, **(resolved or {}), **derived})
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        # the message names the valid keys: the callable's (and, for a builder passing **kwargs on, its class's)
+        params = dict(inspect.signature(fn).parameters)
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and isinstance(getattr(fn, "__self__", None), type):
+            params.update(inspect.signature(fn.__self__.__init__).parameters)
+        unknown = sorted(set(given) - set(params))
+        valid = sorted(k for k, p in params.items() if k not in derived and k not in ("self", "cls") and p.kind is not inspect.Parameter.VAR_KEYWORD)
+        raise ConfigError(f"{key}: unknown key(s) {unknown or str(e)}; valid keys: {valid}.") from None
 
 
 def build_model(

@@ -8,7 +8,7 @@ builders only, loader flags such as ``trust_remote_code`` from the caller only),
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -19,6 +19,9 @@ from mingexp.pipeline.images import InputError, check_text, load_image
 from mingexp.utils import resolve_dtype
 
 from mingexp.io.export import FORMAT, FORMAT_VERSION, INDEX  # noqa: F401 (the format's names, re-exported)
+
+if TYPE_CHECKING:
+    from mingexp.pipeline.session import Session
 
 
 class MingUniPipeline:
