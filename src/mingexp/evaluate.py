@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mingexp.errors import ConfigError
 from mingexp.io import run as io_run
@@ -48,6 +48,28 @@ def load_model(cfg: DictConfig, config: dict | None = None):
     return io_run.load(config if config is not None else model_config(cfg), cfg.get("ckpt_path"))
 
 
+def _build_evaluation(node: DictConfig, overrides: dict | None = None):
+    """``+eval=<name>``'s evaluation, checked to be a :class:`~mingexp.eval.base.Evaluation`, with a progress bar."""
+    from mingexp.eval.base import Evaluation
+
+    from hydra.errors import InstantiationException
+
+    from mingexp.errors import InputError
+
+    try:
+        evaluation = instantiate(node, **(overrides or {}))
+    except InstantiationException as e:  # a part's own clear error (a judge that is no VLM), without Hydra's wrapping
+        cause = e.__cause__
+        if isinstance(cause, (ConfigError, InputError)):
+            raise cause from None
+        raise
+    if not isinstance(evaluation, Evaluation):
+        raise ConfigError(f"eval._target_={node.get('_target_')} built a {type(evaluation).__name__}, which is not a "
+                          "mingexp.eval.base.Evaluation: subclass it (name, work, __call__, baselines).")
+    evaluation.progress = True  # signs of life on a long evaluation
+    return evaluation
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.eval`` (or score ``cfg.score_only``); returns and writes the results."""
     if cfg.get("eval") is None:
@@ -56,27 +78,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = cfg.eval.get("name") or "geneval"
     if cfg.get("score_only"):
-        from mingexp.eval.geneval.protocol import score_folder
-
-        if "detector" not in cfg.eval:
-            raise ConfigError("score_only scores GenEval image folders: use +eval=geneval or +eval=geneval_shapes.")
         folder = Path(cfg.score_only)
         if not folder.is_dir():
             raise ConfigError(f"score_only={folder}: no such folder.")
-        summary, _ = score_folder(folder, instantiate(cfg.eval.detector), int(cfg.images_per_prompt), cfg.eval.get("track") or "official")
-        result = {"evaluation": name, "score_only": str(folder), **summary}
+        overrides = {"images_per_prompt": int(cfg.images_per_prompt)} if "images_per_prompt" in cfg.eval else {}
+        evaluation = _build_evaluation(cfg.eval, overrides)
+        try:
+            summary, _ = evaluation.score_folder(folder, out_dir)
+        except NotImplementedError as e:
+            raise ConfigError(f"score_only: {e}; +eval=geneval, geneval_shapes, gedit, imgedit and magicbrush score folders.") from None
+        details = out_dir / "summary.json"
+        result = {"evaluation": evaluation.name, "score_only": str(folder), **summary,
+                  **({"summary": json.loads(details.read_text())} if details.is_file() else {})}
     else:
         prepare = cfg.data.get("prepare") if cfg.get("data") is not None else None
-        if prepare is not None and not (Path(prepare.out) / "manifest.json").is_file():
+        uses_world = "paths.shapes_dir" in OmegaConf.to_yaml(cfg.eval)  # the evaluation's config points into the toy world
+        if uses_world and prepare is not None and not (Path(prepare.out) / "manifest.json").is_file():
             instantiate(prepare)()  # the shapes world is missing: write it (an existing world is used as it is)
+        evaluation = _build_evaluation(cfg.eval)  # before the model: a bad eval config (a judge that is no VLM) fails first
         model = load_model(cfg)
-        from mingexp.eval.base import Evaluation
-
-        evaluation = instantiate(cfg.eval)
-        if not isinstance(evaluation, Evaluation):
-            raise ConfigError(f"eval._target_={cfg.eval.get('_target_')} built a {type(evaluation).__name__}, which is not a "
-                              "mingexp.eval.base.Evaluation: subclass it (name, work, __call__, baselines).")
-        evaluation.progress = True  # signs of life on a long evaluation
         name = evaluation.name
         print(f"[mingexp] {name}: {evaluation.work()} images / answers on {cfg.get('ckpt_path') or 'the model config'}", flush=True)
         target = out_dir / name

@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "lora": ("peft",),
     "report": ("matplotlib", "scipy"),
     "tracking": ("wandb",),
+    "sharding": ("accelerate",),
 }
 
 

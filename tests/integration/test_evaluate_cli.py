@@ -119,7 +119,7 @@ def test_a_new_evaluation_runs_through_evaluate_and_the_training_callback(tiny_d
 
 
 def test_missing_evaluation_choice_lists_them(tiny_dir, world, tmp_path):
-    with pytest.raises(ConfigError, match="edit \\| geneval \\| geneval_shapes \\| recon \\| vqa"):
+    with pytest.raises(ConfigError, match="edit \\| gedit \\| geneval \\| geneval_shapes \\| imgedit \\| magicbrush \\| recon \\| vqa"):
         evaluate(compose_eval(tiny_dir, world, tmp_path))
 
 

@@ -58,10 +58,11 @@ def installed(tmp_path_factory) -> dict[str, Path]:
 
 def test_wheel_holds_the_configs_and_the_code(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    wanted = {f"mingexp/{p.relative_to(SRC).as_posix()}" for pattern in ("conf/**/*.yaml", "public_configs/*.json", "public_configs/*.md", "**/*.py")
+    wanted = {f"mingexp/{p.relative_to(SRC).as_posix()}" for pattern in ("conf/**/*.yaml", "public_configs/*.json", "public_configs/*.md", "eval/prompts/*", "**/*.py")
               for p in SRC.glob(pattern) if "__pycache__" not in p.parts}
     assert "mingexp/conf/train.yaml" in wanted and "mingexp/conf/model/toy.yaml" in wanted  # the globs found the tree
     assert any(n.startswith("mingexp/public_configs/") and n.endswith(".json") for n in wanted)
+    assert "mingexp/eval/prompts/viescore_tie.json" in wanted  # GEdit's VIEScore prompts (and their licence)
     assert not wanted - names, f"the wheel lacks {sorted(wanted - names)[:10]}"
     meta = zipfile.ZipFile(installed["wheel"]).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for dist in EXTRA_DISTS:  # an extra, not a requirement of the plain install

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 from torch import nn
@@ -38,3 +41,18 @@ def test_load_exact_names_missing_unknown_and_misshapen_keys_in_the_files_spelli
         load_exact(module, {**good, "9.weight": torch.zeros(1)}, "f.safetensors")
     with pytest.raises(ConfigError, match=r"shapes differ: linear_proj.2.weight is \[3, 2\] but the model's 2.weight is \[3, 3\]"):
         load_exact(module, {**good, "2.weight": torch.zeros(3, 2)}, "f.safetensors", spelled)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path, umask):
+    """A result written through a temporary file reads like any other file (0666 less the umask), not mkstemp's 0600."""
+    from mingexp.io.records import write_json
+
+    old = os.umask(umask)
+    try:
+        json_file = write_json(tmp_path / "results.json", {"a": 1.0})
+        save_tensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    finally:
+        os.umask(old)
+    for path in (json_file, tmp_path / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

@@ -6,6 +6,8 @@ An evaluation is built from its config (``conf/eval/<name>.yaml``), then:
 * ``__call__(model, out_dir) -> (values, examples)``: its metrics (``{metric: float}``, logged as
   ``eval/<name>/<metric>``) and example tuples for its grid (:func:`mingexp.eval.callbacks.pair_grid`), whose
   cells ``example_labels`` names, and per example a caption (a prompt or instruction) and a verdict when it has one;
+* ``score_folder(folder, out_dir) -> (values, examples)`` (optional): score outputs already written in this
+  evaluation's official layout, by any model (``python -m mingexp.evaluate score_only=<folder> +eval=<name>``);
 * ``baselines(size) -> {baseline: {metric: value}}``: what trivial outputs score on the same items, at the
   model's image size: the floor (noise, a constant, the unedited input: whatever fits the metric) and the ceiling
   (the ground truth), so a model's number is read beside them. ``None`` where a value is not finite (a PSNR of
@@ -51,6 +53,10 @@ class Evaluation(ABC):
     def baselines(self, size: int) -> dict[str, dict[str, float | None]]:
         """Floor and ceiling of each metric on the same items (see the module docstring); none by default."""
         return {}
+
+    def score_folder(self, folder: Path, out_dir: Path) -> tuple[dict[str, Any], list[Example]]:
+        """Score outputs already in this evaluation's official layout (``score_only=<folder>``); not every evaluation can."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} cannot score a folder of another model's outputs")
 
 
 def finite(values: dict[str, float]) -> dict[str, float | None]:

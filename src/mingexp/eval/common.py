@@ -1,9 +1,10 @@
-"""What every evaluation shares: reading held-out samples (:class:`HeldOutEvaluation`, :func:`load_samples`) and turning
-images into tensors (generation is :func:`mingexp.models.generation.generate`, the one path every caller uses)."""
+"""What every evaluation shares: reading held-out samples (:class:`HeldOutEvaluation`, :func:`load_samples`), counting
+what a benchmark folder's reader skips (:class:`Skips`), and turning images into tensors (generation is :func:`mingexp.models.generation.generate`, the one path every caller uses)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections import Counter
+from typing import Any, ClassVar, Sequence
 
 import torch
 from PIL import Image
@@ -11,6 +12,30 @@ from PIL import Image
 from mingexp.data.tasks import TaskSample
 from mingexp.data.wds import SkipCounter, SourceSpec, expand_urls, resize_center_crop, source_samples
 from mingexp.eval.base import Evaluation
+
+
+SHOWN = 5  # names listed per skip reason
+
+
+class Skips:
+    """Items (sessions, rows) left out, counted by reason, the first few named: a partial result says so."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.names: dict[str, list[str]] = {}
+
+    def add(self, reason: str, name: str) -> None:
+        self.counts[reason] += 1
+        shown = self.names.setdefault(reason, [])
+        if len(shown) < SHOWN:
+            shown.append(name)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {reason: {"count": n, "e.g.": self.names[reason]} for reason, n in sorted(self.counts.items())}
 
 
 def load_samples(urls: str | Sequence[str], task: str, n: int, key: str = "eval.urls") -> tuple[list[TaskSample], dict[str, int]]:

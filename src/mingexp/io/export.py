@@ -26,7 +26,6 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,9 @@ def index_model_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    from mingexp.io.records import temp_beside
+
+    fd, tmp = temp_beside(path)
     with os.fdopen(fd, "w") as f:
         json.dump(value, f, indent=1)
     os.replace(tmp, path)

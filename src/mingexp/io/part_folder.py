@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,7 +39,9 @@ def write(folder: str | Path, name: str, config: Mapping[str, Any], module: nn.M
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_tensors(module.state_dict(), folder / WEIGHTS)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=name, suffix=".tmp")
+    from mingexp.io.records import temp_beside
+
+    fd, tmp = temp_beside(folder / name)
     with os.fdopen(fd, "w") as f:
         json.dump(dict(config), f, indent=1)
     os.replace(tmp, folder / f"{name}.json")

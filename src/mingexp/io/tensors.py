@@ -10,7 +10,6 @@ file, the keys as that file spells them, and the module's keys.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -27,10 +26,13 @@ def save_tensors(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
     from safetensors.torch import save_file
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    from mingexp.io.records import file_mode, temp_beside
+
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp)
+        os.chmod(tmp, file_mode())  # save_file writes the file anew
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,7 +42,9 @@ NOT_IDENTITY = ("resume_sweep=", "ckpt_path=", "hydra.", "trainer.enable_progres
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    from mingexp.io.records import temp_beside
+
+    fd, tmp = temp_beside(path)
     with os.fdopen(fd, "w") as f:
         json.dump(value, f, indent=1)
     os.replace(tmp, path)

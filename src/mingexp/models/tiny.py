@@ -8,7 +8,10 @@ The tests and the toy world load these through exactly the code that loads the 7
 * ``connector/``: a ``Qwen2ForCausalLM`` (the format of Qwen2.5-0.5B);
 * ``sana/transformer``: a diffusers ``SanaTransformer2DModel``; ``sana/vae``: a diffusers ``AutoencoderDC``;
 * ``sd3/transformer``: a diffusers ``SD3Transformer2DModel`` (MMDiT); ``sd3/vae``: a diffusers ``AutoencoderKL``;
-* ``release/``: the released Ming-Lite-Uni's folder layout at tiny widths (:func:`write_tiny_release`).
+* ``release/``: the released Ming-Lite-Uni's folder layout at tiny widths (:func:`write_tiny_release`);
+* ``clip/``: a ``CLIPModel`` with its tokenizer and image processor (:func:`write_tiny_clip`); ``dino/``: a DINO-style
+  ``ViTModel`` without pooler (:func:`write_tiny_dino`): the encoders of the MagicBrush metrics, random weights
+  (plumbing only: their similarities mean nothing).
 
 Usage: ``python -m mingexp.models.tiny OUT_DIR`` (or the functions below).
 """
@@ -345,6 +348,21 @@ def write_tiny_clip(out: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def write_tiny_dino(out: str | Path, seed: int = 0) -> Path:
+    """A tiny random ``ViTModel`` in the layout of facebook/dino-vits16 converted to transformers: 224-px input,
+    16-px patches, no pooling layer (DINO's feature is the CLS token after the final layer norm,
+    ``last_hidden_state[:, 0]``), safetensors."""
+    from transformers import ViTConfig, ViTModel
+
+    out = Path(out)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=224, patch_size=16,
+                       qkv_bias=True, layer_norm_eps=1e-6)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ViTModel(config, add_pooling_layer=False).save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
 def write_tiny_mask2former(out: str | Path, num_labels: int = 80, seed: int = 0) -> Path:
     """A tiny random Mask2Former instance-segmentation model (Swin backbone) + its image processor."""
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor, SwinConfig
@@ -430,7 +448,7 @@ def write_tiny_release(out: str | Path, hidden_size: int = 128, vision_out: int 
 
 def write_all(out: str | Path) -> dict[str, Path]:
     """Every tiny checkpoint under ``out``: ``mllm/``, ``connector/``, ``sana/{transformer,vae}``, ``sd3/{transformer,vae}``,
-    ``release/`` (the released Ming-Lite-Uni's layout)."""
+    ``release/`` (the released Ming-Lite-Uni's layout), ``clip/`` and ``dino/`` (the MagicBrush metrics' encoders)."""
     out = Path(out)
     return {
         "mllm": write_tiny_mllm(out / "mllm"),
@@ -438,6 +456,8 @@ def write_all(out: str | Path) -> dict[str, Path]:
         "sana": write_tiny_sana(out / "sana"),
         "sd3": write_tiny_sd3(out / "sd3"),
         "release": write_tiny_release(out / "release"),
+        "clip": write_tiny_clip(out / "clip"),
+        "dino": write_tiny_dino(out / "dino"),
     }
 
 
@@ -446,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from mingexp.cli_args import REQUIRED, Opt, parse
 
-    spec = {"out": Opt(Path, REQUIRED, "the folder to write mllm/, connector/, sana/, sd3/ and release/ into", positional=True)}
+    spec = {"out": Opt(Path, REQUIRED, "the folder to write mllm/, connector/, sana/, sd3/, release/, clip/ and dino/ into", positional=True)}
     args = parse(sys.argv[1:] if argv is None else argv, spec, "models.tiny", __doc__.splitlines()[0])
     for name, path in write_all(args["out"]).items():
         print(f"{name}: {path}")

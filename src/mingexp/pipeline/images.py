@@ -33,18 +33,21 @@ def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int
 
 
 def load_image(source, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> Image.Image:
-    """RGB PIL image from a path or a PIL image: alpha composited on white, palettes expanded, huge images
+    """RGB PIL image from a path, encoded bytes or a PIL image: alpha composited on white, palettes expanded, huge images
     resized so the longer side is ``max_side``, decompression bombs refused before decoding."""
     if isinstance(source, Image.Image):
         image = source
     else:
-        path = Path(str(source)).expanduser()
-        if not path.is_file():
+        import io
+
+        encoded = isinstance(source, (bytes, bytearray))  # an image stored in a table (a dataset's {bytes, path} column)
+        path = Path("<bytes>") if encoded else Path(str(source)).expanduser()
+        if not encoded and not path.is_file():
             raise InputError(f"image {path}: no such file.")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(path)
+                image = Image.open(io.BytesIO(source) if encoded else path)
                 w, h = image.size
                 if w * h > max_pixels:
                     raise InputError(f"image {path}: {w}×{h} pixels is over the {max_pixels} pixel cap; downscale it first.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from mingexp.eval.base import Evaluation, Example, noise_image
 from mingexp.eval.geneval.metadata import load_metadata
@@ -99,6 +100,11 @@ class GenEvalEval(Evaluation):
             shown = [Example((Image.open(folder / f"{i:05d}" / "samples" / "0000.png").convert("RGB"),), prompts[i]["prompt"], r["correct"])
                      for i, r in zip(range(len(prompts)), results[:: self.images_per_prompt])][:examples]
         return values, shown
+
+    def score_folder(self, folder: Path, out_dir: Path) -> tuple[dict[str, Any], list[Example]]:
+        """A folder in GenEval's layout (any model's images), scored with this evaluation's detector and track."""
+        summary, _ = score_folder(folder, self.detector, self.images_per_prompt, self.track or "official", progress=self.progress)
+        return summary, []
 
     def baselines(self, size: int) -> dict[str, dict[str, float | None]]:
         """Noise (the floor) and, on GenEval-Shapes, ground-truth renders of each prompt's scene (the ceiling), scored

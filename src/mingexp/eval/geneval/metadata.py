@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -72,7 +71,9 @@ def fetch_official(cache_dir: str | Path) -> Path:
             f"could not download the GenEval metadata from {OFFICIAL_URL} ({e}). Offline: copy the file from the "
             "GenEval repository (prompts/evaluation_metadata.jsonl) and pass its path."
         ) from e
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    from mingexp.io.records import temp_beside
+
+    fd, tmp = temp_beside(target)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, target)
