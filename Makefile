@@ -14,7 +14,7 @@ TORCH  ?= torch==2.13.0
 .PHONY: install test test-full bench train demo tiny lock clean
 
 # -e ".[dev]" installs every extra (demo, lora, report, tracking: pyproject.toml's dev includes them all) and the
-# test tools; gpu (flash-attn) and slurm are yours to add.
+# test tools, slurm's launcher included (its tests run it through submitit's local executor); gpu (flash-attn) is yours to add.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_throughput.py
 	$(BIN)/python benchmarks/inference_latency.py
 	$(BIN)/python benchmarks/step_time.py
+	$(BIN)/python benchmarks/latent_step.py
 
 # The main job: the toy world end to end on this machine. Stage 0 trains the toy MLLM for understanding
 # (once; skipped when .cache/toy/mllm exists), then the unified model trains with it frozen.

@@ -8,9 +8,9 @@ of each part is timed with forward hooks; "backward" is everything between the l
 
 Two configurations run in the same process on the same batches:
 
-* ``before``: the frozen MLLM runs for every row (``model.cond_cache=null``), plus ``--before`` overrides;
-* ``after``: the toy preset, where text-only prompts' MLLM states are read back from the prompt-state cache
-  (:mod:`mingexp.models.cond_cache`), plus ``--after`` overrides.
+* ``before``: the toy preset as it is, plus ``--before`` overrides (``--before model.cond_cache=null``: the MLLM
+  for every row, what the prompt-state cache saves);
+* ``after``: the toy preset plus ``--after`` overrides (the candidate).
 
 The cache's gain grows as a run sees its captions again, so ``--skip N`` first passes the stream's first N
 batches through the condition path untimed (filling the cache as N steps of the main job would) and times
@@ -19,6 +19,7 @@ the batches after them. Prints the breakdown in ms per step, the cache's hit rat
     python benchmarks/step_time.py                              # 40 timed steps after 1000 skipped
     python benchmarks/step_time.py --steps 60 --skip 0          # a run's first steps
     python benchmarks/step_time.py --after model.dit.config.patch_size=8   # any override of either side
+    python benchmarks/step_time.py --before model.cond_cache=null          # what the prompt-state cache saves
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def run(module, datamodule, steps: int, warmup: int, skip: int) -> dict[str, flo
     if model.cond_cache is not None:
         model.cond_cache.hits = model.cond_cache.misses = 0  # the hit rate of the timed steps only
     times: dict[str, list[float]] = {p: [] for p in (*PARTS, "other_forward", "step")}
+    t2i_rows = 0
     parts = {"mllm": model.mllm, "connector": model.connector, "dit_forward": model.dit}
     for i in range(warmup + steps):
         t_data = time.perf_counter()
@@ -107,6 +109,7 @@ def run(module, datamodule, steps: int, warmup: int, skip: int) -> dict[str, flo
         t3 = time.perf_counter()
         if i < warmup:
             continue
+        t2i_rows += sum(task == "t2i" for task in batch.tasks)
         times["data"].append((t0 - t_data) * 1000)
         for name in parts:
             times[name].append(forward.get(name, 0.0))
@@ -114,7 +117,9 @@ def run(module, datamodule, steps: int, warmup: int, skip: int) -> dict[str, flo
         times["backward"].append((t2 - t1) * 1000)
         times["optimizer"].append((t3 - t2) * 1000)
         times["step"].append((t3 - t_data) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["t2i_per_s"] = t2i_rows / (sum(times["step"]) / 1000)  # t2i rows over the timed steps' total time
+    return out
 
 
 def main() -> None:
@@ -128,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results = {}
-    for name, extra in (("before", ["model.cond_cache=null", *args.before]), ("after", args.after)):
+    for name, extra in (("before", args.before), ("after", args.after)):
         module, datamodule = build([*args.overrides, *extra])
         results[name] = run(module, datamodule, args.steps, args.warmup, args.skip)
         cache = module.model.cond_cache
@@ -139,6 +144,8 @@ def main() -> None:
         a, b = results["before"][part], results["after"][part]
         print(f"{part:<18}{a:>12.1f}{b:>12.1f}{(a / b if b > 0.05 else float('nan')):>10.2f}")
     print(f"ratio before/after per step: {results['before']['step'] / results['after']['step']:.2f}x")
+    print(f"t2i samples per second: before {results['before']['t2i_per_s']:.1f}, after {results['after']['t2i_per_s']:.1f}, "
+          f"ratio after/before {results['after']['t2i_per_s'] / results['before']['t2i_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

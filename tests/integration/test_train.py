@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -610,6 +611,37 @@ def test_slurm_launcher_config_composes(tiny_dir, world, tmp_path):
         cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher.gpus_per_node == 8
 
+
+
+def test_a_sweep_through_submitits_local_executor_writes_each_job_and_resumes(tiny_dir, world, tmp_path):
+    """The path SLURM takes, run here: hydra-submitit-launcher's local executor pickles each job, runs it in its own
+    process from ``<sweep>/.submitit`` and collects its result, as ``hydra/launcher=slurm`` does on a cluster. Each job
+    writes its W&B run, ``sweep_job.json`` and ``finished.json``; the same command with ``+resume_sweep`` skips the
+    finished job and runs the one that was not."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs `pip install -e .[dev]` (hydra-submitit-launcher)")
+    from mingexp.lit.resume import FINISHED, JOB
+
+    fast = [o for o in FAST if o != "logger=csv" and "callbacks.samples.rows" not in o and not o.startswith("model.")]
+    command = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1",
+               f"paths.toy_dir={tiny_dir}", f"paths.shapes_dir={world}", f"paths.root_dir={tmp_path}", *fast, "trainer.max_steps=2",
+               "callbacks.samples=null", "+experiment=no_align", "model.queries.scales=[2,4]", "seed=0,1"]
+    proc = run_cli(command, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "no_align" / "multiruns").iterdir()
+    jobs = [sweep / str(k) for k in range(2)]
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # each job ran through submitit
+    for job in jobs:
+        assert (job / JOB).is_file() and (job / FINISHED).is_file() and (job / "checkpoints" / "last.ckpt").is_file()
+        assert len(list(job.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+    # job 1 lost (as a job that never started on the cluster): the resumed sweep skips job 0 and runs job 1 again
+    shutil.rmtree(jobs[1])
+    finished_at = (jobs[0] / FINISHED).stat().st_mtime_ns
+    proc = run_cli([*command, f"+resume_sweep={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.out"))
+    assert logs.count("finished before; skipped") == 1
+    assert (jobs[0] / FINISHED).stat().st_mtime_ns == finished_at and (jobs[1] / FINISHED).is_file() and (jobs[1] / JOB).is_file()
+    assert list((tmp_path / "outputs" / "no_align" / "multiruns").iterdir()) == [sweep]  # the same folder
 
 
 def test_an_interrupted_sweep_resumes_with_one_flag(tiny_dir, world, tmp_path):

@@ -20,6 +20,8 @@ class Batch:
         tasks / keys / sources / prompts / answers: per-row provenance and text.
         skipped: ``{"<reason>/<source>": n}`` samples the producing worker skipped since its previous batch
             (counters ride along with the batches, so skips in worker processes reach the trainer).
+        latents: per row, the target's latents (C_lat, h, w) read from its shard, or None where the model
+            encodes the target itself; None when no row has them (:mod:`mingexp.data.latents`).
     """
 
     mllm: MLLMInputs
@@ -30,6 +32,7 @@ class Batch:
     prompts: list[str]
     answers: list[str | None]
     skipped: dict[str, int] = field(default_factory=dict)
+    latents: list[torch.Tensor | None] | None = None
 
     def pixels(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The target images as (B, 3, H, W) floats in [-1, 1]."""
@@ -42,4 +45,5 @@ class Batch:
 
     def to(self, device: torch.device | str) -> "Batch":
         images = None if self.images is None else self.images.to(device)
-        return Batch(self.mllm.to(device), images, self.tasks, self.keys, self.sources, self.prompts, self.answers, self.skipped)
+        latents = None if self.latents is None else [None if x is None else x.to(device) for x in self.latents]
+        return Batch(self.mllm.to(device), images, self.tasks, self.keys, self.sources, self.prompts, self.answers, self.skipped, latents)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import IterableDataset
 
 from mingexp.data.batch import Batch
+from mingexp.data.latents import LatentReader
 from mingexp.data.tasks import DEFAULT_MAX_PIXELS, GENERATION_TASKS, TASKS
 from mingexp.data.wds import DiTTransform, SkipCounter, SourceSpec, batch_by_shape, encode_samples, expand_urls, source_samples, stream_seed, weighted_mix
 from mingexp.errors import ConfigError
@@ -45,17 +46,20 @@ def parse_sources(sources: Sequence[Mapping[str, Any]], key: str = "data.sources
     for i, src in enumerate(sources):
         where = f"{key}[{i}]"
         if not isinstance(src, Mapping) or "urls" not in src or "task" not in src:
-            raise ConfigError(f"{where} must be a mapping with 'urls' and 'task' (and optionally 'weight', 'name'); got {src!r}.")
-        unknown = set(src) - {"urls", "task", "weight", "name"}
+            raise ConfigError(f"{where} must be a mapping with 'urls' and 'task' (and optionally 'weight', 'name', 'latents'); got {src!r}.")
+        unknown = set(src) - {"urls", "task", "weight", "name", "latents"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: urls, task, weight, name.")
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: urls, task, weight, name, latents.")
         if src["task"] not in TASKS:
             raise ConfigError(f"{where}.task={src['task']!r}: use one of {TASKS}.")
         weight = float(src.get("weight", 1.0))
         if weight <= 0:
             raise ConfigError(f"{where}.weight={weight}: must be positive.")
         name = str(src.get("name") or f"{src['task']}{i}")
-        specs.append(SourceSpec(tuple(expand_urls(src["urls"], f"{where}.urls")), src["task"], weight, name))
+        latents = src.get("latents", False)
+        if not isinstance(latents, bool):
+            raise ConfigError(f"{where}.latents={latents!r}: true (read the targets' latents from the shards) or false.")
+        specs.append(SourceSpec(tuple(expand_urls(src["urls"], f"{where}.urls")), src["task"], weight, name, latents))
     kinds = {s.task in GENERATION_TASKS for s in specs}
     if len(kinds) > 1:
         raise ConfigError(f"{key} mixes vqa with generation tasks: understanding batches carry no target image; use separate datamodules.")
@@ -75,9 +79,11 @@ class MixtureDataset(IterableDataset):
         resampled: bool,
         max_pixels: int,
         recon_prompt: str,
+        latent_space=None,
     ) -> None:
         super().__init__()
         self.specs, self.processor, self.transform = specs, processor, transform
+        self.latent_space = latent_space
         self.batch_size, self.seed, self.resampled = batch_size, seed, resampled
         self.max_pixels, self.recon_prompt = max_pixels, recon_prompt
         # Set by the datamodule in the main process before each epoch's workers start: the samples seen at
@@ -101,6 +107,7 @@ class MixtureDataset(IterableDataset):
                 resampled=self.resampled,
                 max_pixels=self.max_pixels,
                 recon_prompt=self.recon_prompt,
+                latents=(LatentReader(self.latent_space, spec.name), self.transform.size_for) if spec.latents else None,
             )
             for i, spec in enumerate(self.specs)
         ]
@@ -116,7 +123,8 @@ class WebDataModule(L.LightningDataModule):
     """Streams a weighted mixture of WebDataset sources as :class:`~mingexp.data.batch.Batch` objects.
 
     Args:
-        sources: ``[{urls, task, weight, name}]``.
+        sources: ``[{urls, task, weight, name, latents}]``; ``latents: true`` reads each target's latents from the
+            shards (written by ``python -m mingexp.data.recipes.latents``) instead of the model encoding it.
         processor_path: the MLLM checkpoint folder whose tokenizer / image processor run in the workers.
         batch_size: rows per batch (per device).
         num_workers: DataLoader worker processes.
@@ -173,6 +181,7 @@ class WebDataModule(L.LightningDataModule):
         self.skipped: Counter[str] = Counter()
         self.specs: list[SourceSpec] | None = None
         self.dataset: MixtureDataset | None = None
+        self.model_spec: ModelSpec | None = None
 
     # ------------------------------------------------------------------ setup
     def configure(self, spec: ModelSpec | None) -> None:
@@ -180,6 +189,7 @@ class WebDataModule(L.LightningDataModule):
         ``setup``); None: the module has no image model (the toy-MLLM stage)."""
         if spec is None:
             return
+        self.model_spec = spec
         if self.resolution is None:
             self.resolution = int(spec.resolution)
         if self.bucket_multiple is None:
@@ -202,8 +212,21 @@ class WebDataModule(L.LightningDataModule):
         folder = checkpoint_dir(self.processor_path, "data.processor_path", "the MLLM checkpoint (tokenizer + image processor)", must_contain="")
         processor = self.processor_factory(folder)
         self.dataset = MixtureDataset(
-            self.specs, processor, self.transform, self.batch_size, self.seed, self.resampled, self.max_pixels, self.recon_prompt
+            self.specs, processor, self.transform, self.batch_size, self.seed, self.resampled, self.max_pixels, self.recon_prompt,
+            self.latent_space() if any(s.latents for s in self.specs) else None,
         )
+
+    def latent_space(self):
+        """The run's :class:`~mingexp.data.latents.LatentSpace`: the model's VAE and latent layout (from
+        :meth:`configure`) and this datamodule's target transform."""
+        from mingexp.data.latents import LatentSpace
+
+        spec = self.model_spec
+        if spec is None or not spec.vae_digest:
+            raise ConfigError("data.sources: a source with latents: true needs the model's VAE to check them against "
+                              "(the datamodule is configured by train from the built model); set latents: false otherwise.")
+        return LatentSpace(spec.vae_digest, int(self.resolution), self.buckets, int(self.bucket_multiple or spec.multiple),
+                           spec.latent_channels, spec.spatial_factor)
 
     def train_dataloader(self):
         if self.dataset is None:

@@ -26,11 +26,14 @@ import io
 import json
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from PIL import Image
 
 from mingexp.utils import to_rgb
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 GENERATION_TASKS = ("t2i", "recon", "edit", "style")
@@ -60,6 +63,8 @@ class TaskSample:
         target: the image the DiT must produce (None for vqa).
         answer: the answer text (vqa only).
         meta: the sample's JSON metadata, if any.
+        latent: the target's latents (C_lat, h, w) read from the shard (a source with ``latents: true``,
+            :mod:`mingexp.data.latents`), else None: the model encodes the target itself.
     """
 
     task: str
@@ -70,6 +75,7 @@ class TaskSample:
     target: Image.Image | None = None
     answer: str | None = None
     meta: dict = field(default_factory=dict)
+    latent: "torch.Tensor | None" = None
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -104,6 +104,7 @@ class SourceSpec:
     task: str
     weight: float = 1.0
     name: str = ""
+    latents: bool = False  # read each target's latents from the shard (mingexp.data.latents) instead of encoding it
 
 
 def stream_seed(*parts: int) -> int:
@@ -120,8 +121,11 @@ def source_samples(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     recon_prompt: str = "",
     shuffle: bool = True,
+    latents=None,
 ) -> Iterator[TaskSample]:
-    """Stages 1–4 for one source: shards → raw samples → shuffled → parsed :class:`TaskSample`."""
+    """Stages 1–4 for one source: shards → raw samples → shuffled → parsed :class:`TaskSample`. ``latents``: a
+    :class:`~mingexp.data.latents.LatentReader` with the target transform's ``size_for`` (a source with
+    ``latents: true``), which attaches each target's stored latents."""
     if resampled:
         # 1. infinite stream of shards, each rank/worker with its own seeded order
         stages = [wds.ResampledShards(list(spec.urls), deterministic=True, seed=seed, worker_seed=lambda: 0)]
@@ -145,7 +149,8 @@ def source_samples(
     parser = TaskParser(spec.task, spec.name, max_pixels=max_pixels, recon_prompt=recon_prompt)
     for raw in raw_stream:
         try:
-            yield from parser(raw)
+            samples = parser(raw)
+            yield from (samples if latents is None else latents[0].attach(raw, samples, latents[1]))
         except SkipSample as e:
             counter.add(e.reason, spec.name)
 
@@ -234,12 +239,14 @@ def encode_samples(samples: Iterable[TaskSample], processor, transform: DiTTrans
             "source": s.source,
             "prompt": s.prompt,
             "answer": s.answer,
+            "latent": s.latent,
         }
 
 
 def collate(rows: list[dict], processor, skipped: dict[str, int] | None = None) -> Batch:
     """Rows of :func:`encode_samples` → :class:`Batch` (left-padded tokens, stacked targets)."""
     images = [r["image"] for r in rows]
+    latents = [r.get("latent") for r in rows]
     return Batch(
         mllm=processor.collate([r["encoded"] for r in rows]),
         images=None if any(i is None for i in images) else torch.stack(images),
@@ -249,20 +256,37 @@ def collate(rows: list[dict], processor, skipped: dict[str, int] | None = None) 
         prompts=[r["prompt"] for r in rows],
         answers=[r["answer"] for r in rows],
         skipped=skipped or {},
+        latents=None if all(x is None for x in latents) else latents,
     )
 
 
 def batch_by_shape(rows: Iterable[dict], batch_size: int, processor, counter: SkipCounter, partial: bool = False) -> Iterator[Batch]:
-    """Stage 8: group rows by target size (one group unless buckets are on) and emit full batches."""
+    """Stage 8: group rows by target size (one group unless buckets are on) and emit full batches. ``partial`` (one
+    pass): the last, incomplete batches too, and each batch held back until the next is ready, so that samples
+    skipped after the last one are counted on it rather than lost."""
     groups: dict[tuple, list[dict]] = {}
+    held: Batch | None = None
     for row in rows:
         shape = None if row["image"] is None else tuple(row["image"].shape)
         group = groups.setdefault(shape, [])
         group.append(row)
         if len(group) == batch_size:
-            yield collate(group, processor, counter.take())
+            batch = collate(group, processor, counter.take())
             groups[shape] = []
-    if partial:
-        for group in groups.values():
-            if group:
-                yield collate(group, processor, counter.take())
+            if not partial:
+                yield batch
+                continue
+            if held is not None:
+                yield held
+            held = batch
+    if not partial:
+        return
+    for group in groups.values():
+        if group:
+            if held is not None:
+                yield held
+            held = collate(group, processor, counter.take())
+    if held is not None:
+        for reason, n in counter.take().items():  # skipped after the last batch was formed
+            held.skipped[reason] = held.skipped.get(reason, 0) + n
+        yield held

@@ -129,7 +129,7 @@ class UnifiedLitModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, batch_idx: int):
         generator = torch.Generator().manual_seed(hash((self.seed, self.global_step, self.global_rank)) & (2**63 - 1))
-        out = self.model(batch.mllm, batch.pixels(), generator=generator)
+        out = self.model(batch.mllm, batch.pixels(), generator=generator, latents=batch.latents)
         bs, finite = len(batch), bool(torch.isfinite(out.loss))
         # Every step logs its own values, a skipped step its nan / inf: Lightning re-sends a key's last value on
         # a step that does not log it, which would show the previous step's loss for a step that had none.

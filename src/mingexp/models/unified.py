@@ -124,7 +124,29 @@ class UnifiedModel(nn.Module):
         """Native size in pixels (the DiT's sample size × the VAE factor) and the multiple every size must be
         (VAE factor × DiT patch)."""
         f = self.vae.spatial_factor
-        return ModelSpec(self.dit.sample_size * f, f * self.dit.patch_size)
+        return ModelSpec(self.dit.sample_size * f, f * self.dit.patch_size, self.vae_digest, self.vae.latent_channels, f)
+
+    @functools.cached_property
+    def vae_digest(self) -> str:
+        """The frozen VAE's identity (computed once: the VAE never changes), what stored latents must carry."""
+        from mingexp.data.latents import vae_digest
+
+        return vae_digest(self.vae)
+
+    def latents(self, images: torch.Tensor, stored: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Clean latents x₀ (B, C_lat, h, w) of the targets: the rows' ``stored`` latents (read from the shards,
+        :mod:`mingexp.data.latents`) where given, the frozen VAE's encoding of ``images`` (B, 3, H, W) elsewhere."""
+        if stored is None:
+            return self.vae.encode(images)
+        missing = [i for i, x in enumerate(stored) if x is None]
+        shape = next(x for x in stored if x is not None).shape
+        out = torch.empty((len(stored), *shape), dtype=images.dtype, device=images.device)  # encode returns the input's dtype
+        for i, x in enumerate(stored):
+            if x is not None:
+                out[i] = x.to(device=images.device, dtype=images.dtype)
+        if missing:
+            out[missing] = self.vae.encode(images[missing])
+        return out
 
     def default_size(self) -> int:
         """The DiT's native resolution in pixels."""
@@ -158,13 +180,15 @@ class UnifiedModel(nn.Module):
         """Velocity v̂(x_t, σ, c): (B, C_lat, h, w), from the denoiser's output (a velocity or x̂_0, ``model.flow.prediction``)."""
         return self.flow.velocity(self.dit(x_t, sigma, cond), x_t, sigma)
 
-    def forward(self, inputs: MLLMInputs, images: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
+    def forward(self, inputs: MLLMInputs, images: torch.Tensor, generator: torch.Generator | None = None,
+                latents: Sequence[torch.Tensor | None] | None = None) -> ModelOutput:
         """One training step's loss.
 
         Args:
             inputs: tokenised prompts (the text, plus the source image for editing / style / recon).
             images: (B, 3, H, W) target images in [-1, 1].
             generator: optional CPU generator for dropout, σ and noise (reproducible steps).
+            latents: per row, the target's latents read from the shards (None: encoded here), :meth:`latents`.
         """
         B, device = images.shape[0], images.device
         # 1. condition, with classifier-free-guidance dropout of whole rows
@@ -173,8 +197,8 @@ class UnifiedModel(nn.Module):
         tokens = cond.tokens
         if dropped.any():
             tokens = torch.where(dropped.view(-1, 1, 1), self.null_tokens(tokens).expand_as(tokens), tokens)
-        # 2. clean latents from the frozen VAE: (B, C_lat, h, w)
-        x0 = self.vae.encode(images)
+        # 2. clean latents from the frozen VAE (or read from the shards): (B, C_lat, h, w)
+        x0 = self.latents(images, latents)
         # 3. noise level, noise, interpolant and velocity target
         sigma = self.flow.sample_sigmas(B, generator, device)
         noise = _randn(x0.shape, generator, device, x0.dtype)
