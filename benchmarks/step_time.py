@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 
-from mingexp.models.processor import MLLMInputs
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PARTS = ("data", "mllm", "connector", "dit_forward", "backward", "optimizer")
@@ -78,19 +77,29 @@ def stream(datamodule):
             yield datamodule.on_before_batch_transfer(batch, 0)
 
 
-def run(module, datamodule, steps: int, warmup: int, skip: int) -> dict[str, float]:
-    """Median ms per step of each part over ``steps`` steps, after ``skip`` untimed batches and ``warmup`` steps."""
+def run(module, datamodule, steps: int, warmup: int, skip: int, replay: bool = False) -> dict[str, float]:
+    """Median ms per step of each part over ``steps`` steps, after ``skip`` untimed batches and ``warmup`` steps.
+    ``replay``: the timed steps take the last skipped batches again, every row of which the cache holds (the step
+    once a world's states are all kept)."""
     model = module.model
     optimizer = module.configure_optimizers()["optimizer"]
     model.train()
     loader = stream(datamodule)
+    seen = []
     with torch.no_grad():
         for batch in itertools.islice(loader, skip):  # the cache fills as in the first `skip` steps of a run
-            text = [r for r, ids in enumerate(batch.mllm.input_ids) if model.mllm.processor.image_pad_id not in ids]
-            if model.cond_cache is not None and text:
-                model.encode(MLLMInputs(batch.mllm.input_ids[text], batch.mllm.attention_mask[text], None, None))
+            if model.cond_cache is not None:
+                image_pad = model.mllm.processor.image_pad_id
+                rows = [r for r, ids in enumerate(batch.mllm.input_ids) if model.cond_cache.images or image_pad not in ids]
+                if rows:
+                    model.encode(batch.mllm.select(rows, image_pad))
+            if replay:
+                seen.append(batch)
+    if replay:
+        loader = itertools.cycle(seen[-(warmup + steps):])
     if model.cond_cache is not None:
-        model.cond_cache.hits = model.cond_cache.misses = 0  # the hit rate of the timed steps only
+        cache = model.cond_cache  # the hit rates of the timed steps only
+        cache.hits = cache.misses = cache.image_hits = cache.image_misses = 0
     times: dict[str, list[float]] = {p: [] for p in (*PARTS, "other_forward", "step")}
     t2i_rows = 0
     parts = {"mllm": model.mllm, "connector": model.connector, "dit_forward": model.dit}
@@ -127,18 +136,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--skip", type=int, default=1000, help="untimed batches first (the point of a run the steps come from)")
+    parser.add_argument("--replay", action="store_true", help="time the last skipped batches again (every row cached; the data worker idles)")
+    parser.add_argument("--threads-after", type=int, default=None, help="torch threads of the main process on the 'after' side")
     parser.add_argument("--before", nargs="*", default=[], help="Hydra overrides of the 'before' side")
     parser.add_argument("--after", nargs="*", default=[], help="Hydra overrides of the 'after' side")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of both sides")
     args = parser.parse_args()
 
     results = {}
+    threads = torch.get_num_threads()
     for name, extra in (("before", args.before), ("after", args.after)):
+        torch.set_num_threads(args.threads_after if name == "after" and args.threads_after else threads)
         module, datamodule = build([*args.overrides, *extra])
-        results[name] = run(module, datamodule, args.steps, args.warmup, args.skip)
+        results[name] = run(module, datamodule, args.steps, args.warmup, args.skip, args.replay)
         cache = module.model.cond_cache
         print(f"{name}: {args.steps} steps of {datamodule.batch_size} after {args.skip} skipped, {datamodule.num_workers} data worker(s)"
-              + (f"; prompt-state cache {cache.stats()}" if cache is not None else "; no prompt-state cache"), flush=True)
+              + (f"; prompt-state cache {cache.stats()}" if cache is not None else "; no prompt-state cache")
+              + f"; {torch.get_num_threads()} torch thread(s)", flush=True)
     print(f"{'part (median ms)':<18}" + "".join(f"{n:>12}" for n in results) + f"{'ratio':>10}")
     for part in (*PARTS, "other_forward", "step"):
         a, b = results["before"][part], results["after"][part]

@@ -2,7 +2,7 @@
 
 Each line is run in a subprocess as the README writes it, with three things added: the placeholders (``<time>``) are
 filled with the folders the earlier commands wrote, the toy world and tiny checkpoints of the tests are pointed at
-(``paths.*``), and training runs at smoke size (``+budget=smoke`` and fewer steps: the main job's 1800 steps and the
+(``paths.*``), and training runs at smoke size (``+budget=smoke`` and fewer steps: the main job's 3600 steps and the
 ablation sweep's hour are what the README says they are, not what a test can spend). ``doctor`` runs on the release
 preset's tiny folder (the 7B preset's depth-1 check is tests/integration/test_doctor.py, also slow).
 """

@@ -1,4 +1,5 @@
-"""The frozen-MLLM prompt-state cache: equal to recomputation, image rows never cached, invalidated, bounded."""
+"""The frozen-MLLM condition cache: equal to recomputation for text and image rows, keyed by the pixels, invalidated,
+bounded, and kept on disk under the identity of what computed it."""
 
 from __future__ import annotations
 
@@ -34,8 +35,52 @@ def test_cached_states_equal_recomputation(pair):
         # the same prompts again, in another order and batch: three of them are read back
         again = cached.encode(inputs(cached, PROMPTS[::-1])).tokens
     assert torch.allclose(first, reference, atol=1e-5) and torch.allclose(again, reference.flip(0), atol=1e-5)
-    assert cache.hits == 3 and cache.misses == 3  # three text-only prompts stored once each, then read back
-    assert len(cache.entries) == 3  # the image row is never cached
+    assert cache.hits == 4 and cache.misses == 4  # every row stored once, then read back (in another batch position)
+    assert cache.image_hits == 1 and len(cache.entries) == 4
+
+
+def test_an_image_row_is_keyed_by_its_pixels(pair):
+    """The same prompt with another image is another row: computed, not read back; both equal recomputation."""
+    cached, direct = pair
+    for model in pair:  # sampling mode: encoding moves no running statistics, so the two models stay equal
+        model.eval()
+    other = Image.fromarray((np.random.RandomState(1).rand(24, 24, 3) * 255).astype("uint8"))
+    prompts = ["what is <image> this", "a photo of a red circle"]
+    with torch.no_grad():
+        cached.encode(inputs(cached, prompts))
+        swapped = cached.mllm.processor(prompts, [[other], []])
+        got = cached.encode(swapped).tokens
+        want = direct.encode(direct.mllm.processor(prompts, [[other], []])).tokens
+    assert torch.allclose(got, want, atol=1e-5)
+    assert cached.cond_cache.image_misses == 2 and cached.cond_cache.image_hits == 0 and cached.cond_cache.hits == 1
+
+
+def test_image_rows_can_be_left_to_the_mllm(tiny_dir):
+    model = build(tiny_dir, *FROZEN, "++model.cond_cache={_target_: mingexp.models.cond_cache.PromptStateCache, images: false}")
+    with torch.no_grad():
+        model.encode(inputs(model))
+        model.encode(inputs(model))
+    assert model.cond_cache.hits == 3 and model.cond_cache.misses == 3 and len(model.cond_cache.entries) == 3
+
+
+def test_a_kept_cache_is_read_back_by_the_next_run_and_set_aside_for_another_block(tiny_dir, tmp_path, capsys):
+    kept = f"++model.cond_cache={{_target_: mingexp.models.cond_cache.PromptStateCache, path: {tmp_path / 'cache'}}}"
+    first = build(tiny_dir, *FROZEN, kept)
+    with torch.no_grad():
+        reference = first.encode(inputs(first)).tokens
+    assert first.cond_cache.save(first.mllm) == tmp_path / "cache" and (tmp_path / "cache" / "index.json").is_file()
+    second = build(tiny_dir, *FROZEN, kept)  # the next run: same MLLM, same (seeded) query block
+    with torch.no_grad():
+        again = second.encode(inputs(second)).tokens
+    assert second.cond_cache.hits == 4 and second.cond_cache.misses == 0 and torch.allclose(again, reference, atol=1e-6)
+    third, direct = build(tiny_dir, *FROZEN, kept), build(tiny_dir, *FROZEN)  # another query block: the kept states are not used
+    with torch.no_grad():
+        for model in (third, direct):
+            model.queries.queries[0].add_(0.5)
+        got = third.encode(inputs(third)).tokens
+        want = direct.encode(inputs(direct)).tokens
+    assert third.cond_cache.hits == 0 and "computed with another block" in third.cond_cache.set_aside
+    assert "condition cache" in capsys.readouterr().out and torch.allclose(got, want, atol=1e-5)
 
 
 def test_training_loss_is_the_same_with_the_cache(pair):

@@ -86,3 +86,23 @@ def test_unknown_prompt_format_is_rejected(tiny_dir):
 
     with pytest.raises(ConfigError, match="model.mllm.processor.prompt_format=.markdown."):
         MLLMProcessor.from_pretrained(tiny_dir / "mllm", prompt_format="markdown")
+
+
+def test_selected_rows_carry_exactly_their_own_images(proc):
+    """select() keeps each kept row's patches and grids, in batch order: equal to encoding those rows alone."""
+    prompts = ["what is <image> this?", "a red circle", "compare <image> and <image>", "and <image>?"]
+    images = [[rgb(48, 32, 0)], [], [rgb(32, 32, 1), rgb(64, 32, 2)], [rgb(40, 40, 3)]]
+    batch = proc(prompts, images)
+    spans = batch.image_spans(proc.image_pad_id)
+    assert [s[0] for s in spans] == [[0], [], [1, 2], [3]]
+    for rows in ([0, 2], [2, 3], [1], [3], [0, 1, 2, 3]):
+        alone = proc([prompts[r] for r in rows], [images[r] for r in rows])
+        picked = batch.select(rows, proc.image_pad_id)
+        if alone.pixel_values is None:
+            assert picked.pixel_values is None and picked.image_grid_thw is None
+        else:
+            assert torch.equal(picked.pixel_values, alone.pixel_values) and torch.equal(picked.image_grid_thw, alone.image_grid_thw)
+        # tokens as in the batch (its left padding), every row's own
+        assert torch.equal(picked.input_ids, batch.input_ids[rows])
+    with pytest.raises(ValueError, match="batch order"):
+        batch.select([2, 0], proc.image_pad_id)

@@ -180,6 +180,13 @@ class UnifiedLitModule(L.LightningModule):
             self.log("train/samples_per_s", len(batch) * self.trainer.world_size / max(now - self._last_batch_end, 1e-9), on_step=True)
         self._last_batch_end = now
 
+    def on_train_end(self) -> None:
+        cache = self.model.cond_cache
+        if cache is not None and cache.path is not None and self.trainer.is_global_zero:
+            saved = cache.save(self.model.mllm)  # the next run on this MLLM and query block reads these states back
+            if saved is not None:
+                print(f"[mingexp] condition cache: {cache.stats()}, kept in {saved}", flush=True)
+
     # ----------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the checkpoint format is mingexp.io.checkpoint's: frozen parts dropped (they load by path), EMA and counters added

@@ -67,17 +67,44 @@ class MLLMInputs:
     def batch_size(self) -> int:
         return self.input_ids.shape[0]
 
+    def image_spans(self, image_pad_id: int) -> list[tuple[list[int], slice]]:
+        """Per row, its images (indices into ``image_grid_thw``) and its patches (a slice of ``pixel_values``):
+        images come in batch order, one run of ``image_pad_id`` tokens each."""
+        if self.pixel_values is None or self.image_grid_thw is None:
+            return [([], slice(0, 0)) for _ in range(self.batch_size)]
+        is_pad = self.input_ids == image_pad_id
+        starts = is_pad & ~torch.nn.functional.pad(is_pad[:, :-1], (1, 0), value=False)  # a run's first token
+        counts = starts.sum(dim=1).tolist()
+        patches = self.image_grid_thw.prod(dim=1).tolist()
+        out, image, patch = [], 0, 0
+        for n in counts:
+            size = sum(patches[image: image + n])
+            out.append((list(range(image, image + n)), slice(patch, patch + size)))
+            image, patch = image + n, patch + size
+        if image != len(patches) or patch != self.pixel_values.shape[0]:
+            raise ValueError(f"MLLMInputs: {image} image blocks in the tokens but {len(patches)} images in image_grid_thw.")
+        return out
+
     def select(self, rows: Sequence[int], image_pad_id: int) -> "MLLMInputs":
-        """The batch of ``rows`` (in that order). Only rows without images may be left out, so that
-        ``pixel_values`` / ``image_grid_thw`` (every image in batch order) stay valid as they are."""
+        """The batch of ``rows`` (in that order), with their images' patches and grids only. Rows with images keep
+        their batch order (``pixel_values`` / ``image_grid_thw`` list every image in batch order)."""
         rows = list(rows)
-        left_out = sorted(set(range(self.batch_size)) - set(rows))
-        if left_out and bool((self.input_ids[left_out] == image_pad_id).any()):
-            raise ValueError("MLLMInputs.select can only leave out rows without images.")
-        if rows != sorted(rows) and self.pixel_values is not None:
-            raise ValueError("MLLMInputs.select keeps rows with images in batch order.")
+        if self.pixel_values is None:
+            pixels, grid = None, self.image_grid_thw
+        else:
+            spans = self.image_spans(image_pad_id)
+            with_images = [r for r in rows if spans[r][0]]
+            if with_images != sorted(with_images):
+                raise ValueError("MLLMInputs.select keeps rows with images in batch order.")
+            if not with_images:
+                pixels, grid = None, None
+            elif len(with_images) == sum(1 for s in spans if s[0]):
+                pixels, grid = self.pixel_values, self.image_grid_thw  # every image row kept: nothing to cut
+            else:
+                pixels = torch.cat([self.pixel_values[spans[r][1]] for r in with_images])
+                grid = self.image_grid_thw[[i for r in with_images for i in spans[r][0]]]
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return MLLMInputs(self.input_ids[rows], self.attention_mask[rows], self.pixel_values, self.image_grid_thw, pick(self.labels))
+        return MLLMInputs(self.input_ids[rows], self.attention_mask[rows], pixels, grid, pick(self.labels))
 
     def to(self, device: torch.device | str) -> "MLLMInputs":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
