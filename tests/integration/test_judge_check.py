@@ -44,7 +44,7 @@ def test_a_benchmark_check_is_saved_and_carried_by_the_next_evaluation(tiny_dir,
     bench = tmp_path / "bench"
     write_gedit(bench, per_group=1)
     # a reference model's edits in the official layout (here: each source given back, the first item without an edit)
-    from mingexp.eval.edit_bench import decode
+    from mingexp.pipeline.images import load_image
     from mingexp.eval.gedit import GEditBench
     from mingexp.eval.judge import VLMJudge
 
@@ -54,7 +54,7 @@ def test_a_benchmark_check_is_saved_and_carried_by_the_next_evaluation(tiny_dir,
     for item in items[1:]:
         path = reference / "ref" / "fullset" / item.group / item.language / f"{item.key}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        decode(item.source, item.key).save(path)
+        load_image(item.source).save(path)
     checks = tmp_path / "checks"
     record = main([str(bench), f"judge.path={tiny_dir / 'mllm'}", "judge.dtype=float32", "judge.max_new_tokens=6", f"reference={reference}",
                    "n=3", f"out={checks}"])

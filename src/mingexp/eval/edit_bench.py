@@ -29,6 +29,7 @@ from mingexp.eval.base import Evaluation, Example
 from mingexp.eval.common import Skips
 from mingexp.eval.judge import JudgeIdentity, Question, VLMJudge
 from mingexp.io.records import write_json
+from mingexp.pipeline.images import load_image
 
 
 
@@ -54,13 +55,6 @@ class Judged:
     scores: dict[str, float] | None
     answers: list[str]
     problem: str = ""
-
-
-def decode(source: bytes | Path, what: str) -> Image.Image:
-    """An item's image (pixel-capped, RGB); an InputError names the item."""
-    from mingexp.pipeline.images import load_image
-
-    return load_image(source)
 
 
 def mean(values: Sequence[float]) -> float | None:
@@ -163,7 +157,7 @@ class JudgedEditEvaluation(Evaluation):
         records = []
         for start in tqdm(range(0, len(items), self.batch_size), desc=f"{self.name}: edits", disable=not self.progress):
             batch = items[start: start + self.batch_size]
-            inputs = [[decode(i.model_input if i.model_input is not None else i.source, i.key)] for i in batch]
+            inputs = [[load_image(i.model_input if i.model_input is not None else i.source)] for i in batch]
             outputs = generate(model, [i.instruction for i in batch], seeds[start: start + len(batch)], inputs, steps=self.steps,
                                guidance_scale=self.guidance_scale, image_guidance_scale=self.image_guidance_scale,
                                batch_size=self.batch_size)
@@ -187,7 +181,7 @@ class JudgedEditEvaluation(Evaluation):
         """The judge's scores of ``(item, edited image)`` pairs: ``(judged items, judge seconds)``."""
         questions, spans = [], []
         for item, edited in outputs:
-            qs = self.questions(item, decode(item.source, item.key), edited)
+            qs = self.questions(item, load_image(item.source), edited)
             spans.append((len(questions), len(qs)))
             questions += qs
         answers = self.judge.ask(questions, progress=self.progress)
@@ -208,7 +202,7 @@ class JudgedEditEvaluation(Evaluation):
         for item in self.items()[0]:
             path = self.output_path(root, item)
             try:
-                out.append((item, decode(path, item.key)))
+                out.append((item, load_image(path)))
             except InputError as e:
                 skips.add("no readable output in the layout" if path.exists() else "no output in the layout", f"{item.key} ({e})")
         return out
@@ -259,7 +253,7 @@ class JudgedEditEvaluation(Evaluation):
         for j in judged:
             if shown[j.item.group] < per_group:
                 shown[j.item.group] += 1
-                out.append(Example([decode(j.item.source, j.item.key), edited[j.item.key]], self.caption(j), None))
+                out.append(Example([load_image(j.item.source), edited[j.item.key]], self.caption(j), None))
         return out
 
     # ---------------------------------------------------------------- the judge check beside the result

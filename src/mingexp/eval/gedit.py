@@ -245,9 +245,9 @@ class GEditBench(JudgedEditEvaluation):
         return root / self.model_name / "fullset" / item.group / item.language / f"{item.key}.png"
 
     def write_extra(self, root: Path, item: EditItem) -> None:
-        from mingexp.eval.edit_bench import decode
+        from mingexp.pipeline.images import load_image
 
-        decode(item.source, item.key).save(self.output_path(root, item).with_name(f"{item.key}_SRCIMG.png"))
+        load_image(item.source).save(self.output_path(root, item).with_name(f"{item.key}_SRCIMG.png"))
 
     def prompts(self) -> dict[str, str]:
         return self._prompts

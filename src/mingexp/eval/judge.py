@@ -169,8 +169,11 @@ class VLMJudge:
         if "device_map" not in kwargs:
             model = model.to("cuda" if self._device == "auto" and torch.cuda.is_available() else
                              ("cpu" if self._device == "auto" else self._device))
+        from transformers import AutoTokenizer
+
         self._model = model.eval().requires_grad_(False)
         self._inputs = self._input_builder()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))  # decodes the answers (loaded once, with the model)
         return self
 
     def _input_builder(self) -> Callable[[Sequence[Question]], dict]:
@@ -191,7 +194,6 @@ class VLMJudge:
                 return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "pixel_values": batch.pixel_values,
                         "image_grid_thw": batch.image_grid_thw}
 
-            self.eos_text = processor.end_of_turn
             return build
         from transformers import AutoProcessor
 
@@ -209,14 +211,7 @@ class VLMJudge:
                 texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False))
             return dict(processor(text=texts, images=[list(q.images) for q in questions], padding=True, return_tensors="pt"))
 
-        self.eos_text = ""
         return build
-
-    @property
-    def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(self.folder))
 
     # ------------------------------------------------------------------ answering
     @torch.no_grad()

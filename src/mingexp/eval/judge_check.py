@@ -51,10 +51,14 @@ SPEC = {
 CONDITIONS = ("reference", "source", "unrelated")
 
 
+def cache_root() -> Path:
+    """The cache folder outside Hydra: ``$MINGEXP_CACHE`` or ``<$MINGEXP_ROOT or .>/.cache``, as conf/paths/default.yaml."""
+    return Path(os.environ.get("MINGEXP_CACHE") or Path(os.environ.get("MINGEXP_ROOT", ".")) / ".cache")
+
+
 def default_dir() -> Path:
-    """``<cache>/judge_checks`` (``$MINGEXP_CACHE`` or ``<$MINGEXP_ROOT or .>/.cache``, as conf/paths/default.yaml)."""
-    cache = os.environ.get("MINGEXP_CACHE") or str(Path(os.environ.get("MINGEXP_ROOT", ".")) / ".cache")
-    return Path(cache) / "judge_checks"
+    """``<cache>/judge_checks``."""
+    return cache_root() / "judge_checks"
 
 
 # ------------------------------------------------------------------------------------------------ the record
@@ -117,7 +121,8 @@ def check_benchmark(evaluation, reference: Path | None, n: int, seed: int, progr
     """The three conditions of the module docstring on ``n`` seeded items of ``evaluation`` (a judged edit benchmark)."""
     import random
 
-    from mingexp.eval.edit_bench import Skips, decode
+    from mingexp.eval.common import Skips
+    from mingexp.pipeline.images import load_image
 
     items, skips = evaluation.items()
     chosen = sorted(random.Random(seed).sample(range(len(items)), min(n, len(items))))
@@ -128,14 +133,14 @@ def check_benchmark(evaluation, reference: Path | None, n: int, seed: int, progr
         pairs = []
         for item in picked:
             try:
-                pairs.append((item, decode(evaluation.output_path(reference, item), item.key)))
+                pairs.append((item, load_image(evaluation.output_path(reference, item))))
             except ValueError:
                 missing.add("no reference edit", item.key)
                 pairs.append((item, None))
         outputs["reference"] = pairs
-    outputs["source"] = [(item, decode(item.source, item.key)) for item in picked]
+    outputs["source"] = [(item, load_image(item.source)) for item in picked]
     shift = max(1, len(picked) // 2)  # another item's source: half the sample away
-    outputs["unrelated"] = [(item, decode(picked[(k + shift) % len(picked)].source, item.key)) for k, item in enumerate(picked)]
+    outputs["unrelated"] = [(item, load_image(picked[(k + shift) % len(picked)].source)) for k, item in enumerate(picked)]
     scores: dict[str, list[float | None]] = {}
     unparsable: dict[str, int] = {}
     for condition, pairs in outputs.items():

@@ -61,7 +61,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchmetrics import Metric
+from torchmetrics import MeanMetric
 
 from mingexp.errors import ConfigError, InputError
 from mingexp.eval.base import Evaluation, Example, noise_image, step_bar
@@ -296,48 +296,34 @@ def pair_l1(generated: Image.Image, truth: Image.Image) -> float:
     return float(np.abs(a - b).mean())
 
 
-class MeanL1(Metric):
-    """Mean over pairs of :func:`pair_l1`: ``update(generated_images, target_images)``."""
+class MeanL1(MeanMetric):
+    """Mean over pairs of :func:`pair_l1` (torchmetrics' mean, in float64): ``update(generated_images, target_images)``."""
 
-    full_state_update = False
     higher_is_better = False
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.set_dtype(torch.float64)
 
     def update(self, generated: Sequence[Image.Image], truth: Sequence[Image.Image]) -> None:  # type: ignore[override]
-        values = [pair_l1(g, t) for g, t in zip(generated, truth, strict=True)]
-        self.total += sum(values)
-        self.count += len(values)
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.count.clamp_min(1)
+        super().update(torch.tensor([pair_l1(g, t) for g, t in zip(generated, truth, strict=True)], dtype=torch.float64))
 
 
-class MeanCosine(Metric):
+class MeanCosine(MeanMetric):
     """Mean over pairs of the cosine similarity of two feature rows (CLIP-I, DINO, CLIP-T): ``update(a, b)`` with (B, D)
     tensors; computed in float64, as ``1 - scipy.spatial.distance.cosine`` in the official script."""
 
-    full_state_update = False
     higher_is_better = True
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.set_dtype(torch.float64)
 
     def update(self, a: torch.Tensor, b: torch.Tensor) -> None:  # type: ignore[override]
         if a.shape != b.shape or a.ndim != 2:
             raise ValueError(f"features of shapes {tuple(a.shape)} and {tuple(b.shape)}: give two (B, D) tensors")
         a, b = a.detach().to(torch.float64), b.detach().to(torch.float64)
-        cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
-        self.total += cos.sum().to(self.total.device)
-        self.count += a.shape[0]
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.count.clamp_min(1)
+        super().update((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)))
 
 
 def resize_short_side(image: Image.Image, size: int) -> Image.Image:

@@ -73,13 +73,13 @@ def agreement(judge: VLMJudge, world: str | None = None, ckpt_path: str | None =
               progress: bool = True, min_correct: float = 0.5) -> dict[str, Any]:
     """The toy judge's verdicts against the exact checker's (module docstring): agreement overall, per condition, and the
     confusion counts (judge yes / no × checker yes / no)."""
-    import os
-
     from mingexp.eval.common import load_samples
     from mingexp.eval.edit import scene_matches
     from mingexp.eval.geneval.shapes_detector import ShapesDetector
 
-    root = Path(world) if world else Path(os.environ.get("MINGEXP_CACHE") or Path(os.environ.get("MINGEXP_ROOT", ".")) / ".cache") / "shapes" / "v1"
+    from mingexp.eval.judge_check import cache_root
+
+    root = Path(world) if world else cache_root() / "shapes" / "v1"
     samples, _ = load_samples(str(root / "heldout" / "edit" / "*.tar"), "edit", 10 * n, "world")
     samples = [s for s in samples if "target_scene" in s.meta and "source_scene" in s.meta]
     samples = [s for s in samples if Scene.from_json(s.meta["target_scene"]).objects]

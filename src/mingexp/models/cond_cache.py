@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -68,7 +67,7 @@ class PromptStateCache:
         self.image_hits = self.image_misses = 0
         self._block: torch.Tensor | None = None  # the query block the entries were computed with
         self._mllm: tuple | None = None
-        self._loaded = False
+        self._identity: dict[str, str] | None = None  # identity() of the current MLLM and block, once computed
         self.set_aside: str | None = None  # why a persisted cache was not used
 
     def clear(self) -> None:
@@ -90,16 +89,19 @@ class PromptStateCache:
         identity = (id(mllm), mllm.dtype, mllm.device, mllm.layer)
         if self._mllm != identity or self._block is None or self._block.shape != block[0].shape or not torch.equal(self._block, block[0]):
             self.clear()
-            self._mllm, self._block = identity, block[0].detach().clone()
+            self._mllm, self._block, self._identity = identity, block[0].detach().clone(), None
             if self.path is not None:
                 self._load(mllm)
 
     def identity(self, mllm: FrozenMLLM) -> dict[str, str]:
-        """What the states depend on, for a persisted cache: the MLLM's weights, dtype and layer, and the block."""
+        """What the states depend on, for a persisted cache: the MLLM's weights, dtype and layer, and the block
+        (digested once while they stay the same: a 7B MLLM's weights take seconds)."""
         from mingexp.lit.fingerprint import digest
 
-        return {"mllm": digest(t for _, t in sorted(mllm.model.state_dict().items())), "dtype": str(mllm.dtype), "layer": str(mllm.layer),
-                "block": digest([self._block])}
+        if self._identity is None:
+            self._identity = {"mllm": digest(t for _, t in sorted(mllm.model.state_dict().items())), "dtype": str(mllm.dtype),
+                              "layer": str(mllm.layer), "block": digest([self._block])}
+        return self._identity
 
     # ------------------------------------------------------------------ the states
     def __call__(self, mllm: FrozenMLLM, inputs: MLLMInputs, block: torch.Tensor, block_positions: torch.Tensor) -> torch.Tensor:
@@ -149,21 +151,12 @@ class PromptStateCache:
         """Write the entries to :attr:`path` (atomically), with the identity they were computed under."""
         if self.path is None or self._block is None or not self.entries:
             return None
-        from safetensors.torch import save_file
-
-        from mingexp.io.records import file_mode, temp_beside, write_json
+        from mingexp.io.records import write_json
+        from mingexp.io.tensors import save_tensors
 
         self.path.mkdir(parents=True, exist_ok=True)
         names = [f"e{i}" for i in range(len(self.entries))]
-        fd, tmp = temp_beside(self.path / STATES)
-        os.close(fd)
-        try:
-            save_file({n: v.detach().cpu().contiguous() for n, v in zip(names, self.entries.values())}, tmp)
-            os.chmod(tmp, file_mode())
-            os.replace(tmp, self.path / STATES)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_tensors(dict(zip(names, self.entries.values())), self.path / STATES)
         keys = [list(k) if not k or isinstance(k[0], int) else [list(k[0]), k[1]] for k in self.entries]
         write_json(self.path / INDEX, {"identity": self.identity(mllm), "names": names, "keys": keys})
         return self.path
@@ -194,4 +187,3 @@ class PromptStateCache:
             if name in tensors:
                 k = tuple(key) if all(isinstance(t, int) for t in key) else (tuple(key[0]), str(key[1]))
                 self._store(k, tensors[name].to(device))
-        self._loaded = True
