@@ -6,7 +6,8 @@ by hand (no Trainer, so the timers see only the step) on the real data loader wi
 workers, so "data" is the time the step waited for its batch while the worker shared the cores. The forward
 of each part is timed with forward hooks; "backward" is everything between the loss and the optimizer step.
 
-Two configurations run in the same process on the same batches:
+Two configurations run in the same process, taking turns step by step (a slow moment of the shared machine falls on
+both), each on its own loader of the same stream:
 
 * ``before``: the toy preset as it is, plus ``--before`` overrides (``--before model.cond_cache=null``: the MLLM
   for every row, what the prompt-state cache saves);
@@ -77,58 +78,63 @@ def stream(datamodule):
             yield datamodule.on_before_batch_transfer(batch, 0)
 
 
-def run(module, datamodule, steps: int, warmup: int, skip: int, replay: bool = False) -> dict[str, float]:
-    """Median ms per step of each part over ``steps`` steps, after ``skip`` untimed batches and ``warmup`` steps.
-    ``replay``: the timed steps take the last skipped batches again, every row of which the cache holds (the step
-    once a world's states are all kept)."""
-    model = module.model
-    optimizer = module.configure_optimizers()["optimizer"]
-    model.train()
-    loader = stream(datamodule)
-    seen = []
-    with torch.no_grad():
-        for batch in itertools.islice(loader, skip):  # the cache fills as in the first `skip` steps of a run
-            if model.cond_cache is not None:
-                image_pad = model.mllm.processor.image_pad_id
-                rows = [r for r, ids in enumerate(batch.mllm.input_ids) if model.cond_cache.images or image_pad not in ids]
-                if rows:
-                    model.encode(batch.mllm.select(rows, image_pad))
-            if replay:
-                seen.append(batch)
-    if replay:
-        loader = itertools.cycle(seen[-(warmup + steps):])
-    if model.cond_cache is not None:
-        cache = model.cond_cache  # the hit rates of the timed steps only
-        cache.hits = cache.misses = cache.image_hits = cache.image_misses = 0
-    times: dict[str, list[float]] = {p: [] for p in (*PARTS, "other_forward", "step")}
-    t2i_rows = 0
-    parts = {"mllm": model.mllm, "connector": model.connector, "dit_forward": model.dit}
-    for i in range(warmup + steps):
+class Side:
+    """One configuration's module and loader: the cache filled by ``skip`` untimed batches, then timed steps on demand
+    (:meth:`step`), so two sides can take turns step by step."""
+
+    def __init__(self, module, datamodule, skip: int, warmup: int, replay: bool = False) -> None:
+        """``replay``: the timed steps take the last skipped batches again, every row of which the cache holds (the step
+        once a world's states are all kept)."""
+        self.module, self.model, self.warmup = module, module.model, warmup
+        self.optimizer = module.configure_optimizers()["optimizer"]
+        self.model.train()
+        model, loader, seen = self.model, stream(datamodule), []
+        with torch.no_grad():
+            for batch in itertools.islice(loader, skip):  # the cache fills as in the first `skip` steps of a run
+                if model.cond_cache is not None:
+                    image_pad = model.mllm.processor.image_pad_id
+                    rows = [r for r, ids in enumerate(batch.mllm.input_ids) if model.cond_cache.images or image_pad not in ids]
+                    if rows:
+                        model.encode(batch.mllm.select(rows, image_pad))
+                if replay:
+                    seen.append(batch)
+        self.loader = itertools.cycle(seen[-(warmup + 10_000):]) if replay else loader
+        if model.cond_cache is not None:
+            cache = model.cond_cache  # the hit rates of the timed steps only
+            cache.hits = cache.misses = cache.image_hits = cache.image_misses = 0
+        self.times: dict[str, list[float]] = {p: [] for p in (*PARTS, "other_forward", "step")}
+        self.t2i_rows = 0
+        self.parts = {"mllm": model.mllm, "connector": model.connector, "dit_forward": model.dit}
+
+    def step(self, i: int) -> None:
         t_data = time.perf_counter()
-        batch = next(loader)
+        batch = next(self.loader)
         forward: dict[str, float] = {}
-        with forward_timers(parts, forward):
+        with forward_timers(self.parts, forward):
             t0 = time.perf_counter()
-            loss = module.training_step(batch, i)
+            loss = self.module.training_step(batch, i)
             t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
-        if i < warmup:
-            continue
-        t2i_rows += sum(task == "t2i" for task in batch.tasks)
+        if i < self.warmup:
+            return
+        times = self.times
+        self.t2i_rows += sum(task == "t2i" for task in batch.tasks)
         times["data"].append((t0 - t_data) * 1000)
-        for name in parts:
+        for name in self.parts:
             times[name].append(forward.get(name, 0.0))
-        times["other_forward"].append((t1 - t0) * 1000 - sum(forward.get(n, 0.0) for n in parts))
+        times["other_forward"].append((t1 - t0) * 1000 - sum(forward.get(n, 0.0) for n in self.parts))
         times["backward"].append((t2 - t1) * 1000)
         times["optimizer"].append((t3 - t2) * 1000)
         times["step"].append((t3 - t_data) * 1000)
-    out = {k: statistics.median(v) for k, v in times.items()}
-    out["t2i_per_s"] = t2i_rows / (sum(times["step"]) / 1000)  # t2i rows over the timed steps' total time
-    return out
+
+    def result(self) -> dict[str, float]:
+        out = {k: statistics.median(v) for k, v in self.times.items()}
+        out["t2i_per_s"] = self.t2i_rows / (sum(self.times["step"]) / 1000)  # t2i rows over the timed steps' total time
+        return out
 
 
 def main() -> None:
@@ -143,16 +149,23 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of both sides")
     args = parser.parse_args()
 
-    results = {}
     threads = torch.get_num_threads()
+    sides = {}
     for name, extra in (("before", args.before), ("after", args.after)):
-        torch.set_num_threads(args.threads_after if name == "after" and args.threads_after else threads)
         module, datamodule = build([*args.overrides, *extra])
-        results[name] = run(module, datamodule, args.steps, args.warmup, args.skip, args.replay)
-        cache = module.model.cond_cache
+        sides[name] = (Side(module, datamodule, args.skip, args.warmup, args.replay), datamodule)
+    # the two sides take turns step by step, so a slow moment of the shared machine falls on both
+    for i in range(args.warmup + args.steps):
+        for name, (side, _) in sides.items():
+            torch.set_num_threads(args.threads_after if name == "after" and args.threads_after else threads)
+            side.step(i)
+    results = {}
+    for name, (side, datamodule) in sides.items():
+        results[name] = side.result()
+        cache = side.model.cond_cache
         print(f"{name}: {args.steps} steps of {datamodule.batch_size} after {args.skip} skipped, {datamodule.num_workers} data worker(s)"
               + (f"; prompt-state cache {cache.stats()}" if cache is not None else "; no prompt-state cache")
-              + f"; {torch.get_num_threads()} torch thread(s)", flush=True)
+              + f"; {args.threads_after if name == 'after' and args.threads_after else threads} torch thread(s)", flush=True)
     print(f"{'part (median ms)':<18}" + "".join(f"{n:>12}" for n in results) + f"{'ratio':>10}")
     for part in (*PARTS, "other_forward", "step"):
         a, b = results["before"][part], results["after"][part]
