@@ -65,6 +65,9 @@ def test_every_readme_command_runs_as_printed(tiny_dir, world, tmp_path):
                 extra = [e for e in extra if not e.startswith("callbacks.evaluation.")] + ["hydra.sweep.dir=" + str(tmp_path / "sweep")]
                 args = [re.sub(r"seed=0,1,2", "seed=0,1", a) for a in args]
                 args = [a for a in args if not a.startswith("model.queries.scales=")] + ["model.queries.scales=finest"]
+            elif "+experiment=grpo" in args:  # post-training from the run: its own folder, a group of 2 on 2 sampler steps
+                extra = [e for e in extra if not e.startswith(("callbacks.evaluation.evals.recon", "callbacks.evaluation.evals.edit"))]
+                extra += ["module.group_size=2", "module.steps=2", f"hydra.run.dir={tmp_path / 'grpo'}"]
             elif not any(a.startswith("ckpt_path=") for a in args):
                 extra.append(f"hydra.run.dir={tmp_path / 'run'}")
             else:
@@ -73,6 +76,8 @@ def test_every_readme_command_runs_as_printed(tiny_dir, world, tmp_path):
             proc = run([*args, *[e for e in extra if not (smoke_run and e.startswith("trainer.max_steps"))]], tmp_path)
             if sweep:
                 seen["sweep"] = tmp_path / "sweep"
+            elif "+experiment=grpo" in args:
+                assert (tmp_path / "grpo" / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "grpo" / "grpo.json").is_file()
             else:
                 seen["run"] = tmp_path / "run"
                 assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file(), proc.stdout[-2000:]

@@ -99,7 +99,7 @@ class EvaluationCallback(L.Callback):
     """
 
     def __init__(self, evals: Mapping[str, Callable[..., Any]], dirpath: str, every_n_steps: int = 0, at_end: bool = True,
-                 final_overrides: Mapping[str, Mapping[str, Any]] | None = None, full_suite_min_steps: int = 0) -> None:
+                 final_overrides: Mapping[str, Mapping[str, Any]] | None = None, full_suite_min_steps: int = 0, at_start: bool = False) -> None:
         self.factories = {k: v for k, v in dict(evals).items() if v is not None}
         self.final_overrides = {k: dict(v) for k, v in dict(final_overrides or {}).items() if k in self.factories}
         # the in-training evaluations, built once from their configs, and the end-of-run ones built now too, so that a
@@ -109,6 +109,7 @@ class EvaluationCallback(L.Callback):
                             for name, factory in self.factories.items() if name in self.final_overrides}
         self.dirpath, self.every_n_steps, self.at_end = Path(dirpath), int(every_n_steps), bool(at_end)
         self.full_suite_min_steps = int(full_suite_min_steps)
+        self.at_start = bool(at_start)  # the end-of-run suite before the first step too (eval/start.json): a post-training run's "before"
         self.history: list[dict] = []
         self.seconds = 0.0
         self.pace: dict[str, float] = {}  # seconds per unit of work (image or answer) of each evaluation, last measured
@@ -141,6 +142,22 @@ class EvaluationCallback(L.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(dict(values), step=trainer.global_step)
+
+    def on_train_start(self, trainer, module) -> None:
+        """With ``at_start``, a fresh run (not a resumed one) is scored with the suite its end will use, before it trains."""
+        if not self.at_start or trainer.global_step > 0:
+            return
+        in_training = self.evals
+        if trainer.max_steps is None or trainer.max_steps < 0 or trainer.max_steps >= self.full_suite_min_steps:
+            self.evals = {**self.evals, **self.final_evals}
+        try:
+            values = self.evaluate(trainer, module, "start")
+        finally:
+            self.evals = in_training
+        self._log(trainer, {k.replace("eval/", "eval_start/", 1): v for k, v in values.items()})
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            write_json(self.dirpath / "start.json", {"step": trainer.global_step, **values})
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

@@ -241,9 +241,52 @@ class VLMJudge:
                 lengths.append(int((row != (tokenizer.pad_token_id or -1)).sum()))
         return Answers(texts, time.perf_counter() - start, lengths)
 
+    @torch.no_grad()
+    def yes_probability(self, questions: Sequence[Question], normalise: bool = True) -> torch.Tensor:
+        """(N,) the judge's probability that its answer starts with yes (:func:`yes_probability`), batched."""
+        self.load()
+        out = [yes_probability(self._model, self.tokenizer, self._inputs(questions[i: i + self.batch_size]), normalise)
+               for i in range(0, len(questions), self.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)
+
     # ------------------------------------------------------------------ identity
     def identity(self, prompts: str) -> JudgeIdentity:
         """This judge's identity with the prompt set ``prompts`` (``<name>@<digest>``)."""
         if self._digest is None:
             self._digest = weights_digest(self.folder)
         return JudgeIdentity(str(self.folder.resolve()), self._digest, prompts, self.dtype_name)
+
+
+YES, NO = ("yes", "Yes", "YES"), ("no", "No", "NO")
+
+
+def answer_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    """The first token of each spelling of an answer word, without duplicates."""
+    ids = []
+    for w in words:
+        tokens = tokenizer(w, add_special_tokens=False).input_ids
+        if tokens and tokens[0] not in ids:
+            ids.append(int(tokens[0]))
+    return ids
+
+
+@torch.no_grad()
+def yes_probability(model, tokenizer, batch: dict, normalise: bool = True) -> torch.Tensor:
+    """(B,) P(the answer's first token is yes) from one forward pass over a left-padded chat batch ending in the
+    assistant prefix: the softmax mass on yes's spellings, divided by that on yes's and no's when ``normalise``
+    (the judge is asked a yes / no question; what it puts elsewhere is not an answer)."""
+    device = next(model.parameters()).device
+    batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items() if v is not None}
+    if "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    image_token = getattr(model.config, "image_token_id", None)
+    if image_token is not None and "mm_token_type_ids" not in batch:
+        batch["mm_token_type_ids"] = (batch["input_ids"] == image_token).int()
+    if hasattr(model, "model") and hasattr(model.model, "rope_deltas"):
+        model.model.rope_deltas = None  # a previous generate() leaves cached rope deltas behind
+    probs = model(**batch).logits[:, -1].float().softmax(-1)
+    yes = probs[:, answer_token_ids(tokenizer, YES)].sum(-1)
+    if not normalise:
+        return yes.cpu()
+    no = probs[:, answer_token_ids(tokenizer, NO)].sum(-1)
+    return (yes / (yes + no).clamp_min(1e-12)).cpu()

@@ -65,7 +65,8 @@ class SampleImages(L.Callback):
     """
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], dirpath: str, seeds: Sequence[int] = (0,), every_n_steps: int = 0,
-                 steps: int | None = None, guidance_scale: float | None = None) -> None:
+                 steps: int | None = None, guidance_scale: float | None = None, at_start: bool = False) -> None:
+        self.at_start = bool(at_start)  # a sheet before the first step too (start.png), for a post-training run's "before"
         self.rows = [{"label": str(r.get("label", "")), "prompts": [str(p) for p in r["prompts"]]} for r in rows]
         self.prompts = [p for r in self.rows for p in r["prompts"]]
         self.seeds = list(seeds)
@@ -98,6 +99,10 @@ class SampleImages(L.Callback):
         self.written.append(path)
         log_image(trainer, "samples", image, name)
         return path
+
+    def on_train_start(self, trainer, module) -> None:
+        if self.at_start and trainer.global_step == 0:
+            self.sample(trainer, module, "start")
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

@@ -94,8 +94,12 @@ class RunFingerprint(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
         if "first_batch" not in self.record["inputs"]:  # the first batch this run (or this resumed part) trains on
-            tensors = [getattr(batch.mllm, k) for k in ("input_ids", "attention_mask", "pixel_values") if getattr(batch.mllm, k) is not None]
-            self.record["inputs"]["first_batch"] = digest(tensors + ([batch.images] if batch.images is not None else []))
+            if hasattr(batch, "fingerprint"):  # a batch that says what identifies it (post-training's prompt batches)
+                tensors = list(batch.fingerprint())
+            else:
+                tensors = [getattr(batch.mllm, k) for k in ("input_ids", "attention_mask", "pixel_values") if getattr(batch.mllm, k) is not None]
+                tensors += [batch.images] if batch.images is not None else []
+            self.record["inputs"]["first_batch"] = digest(tensors)
             self.record["inputs"]["first_batch_step"] = trainer.global_step
             self._write(trainer)
 
