@@ -121,6 +121,22 @@ def resume_point(cfg: DictConfig, output_dir: Path) -> tuple[str | None, dict | 
     return ckpt_path, None
 
 
+def already_trained(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict | None:
+    """A checkpoint to resume that is already at ``trainer.max_steps`` (a job stopped during its end-of-run evaluation,
+    or a resume with the same step budget): nothing to train, said, and a result with no metrics (``trained: False``)
+    instead of a fit that logs nothing. The step is read from the checkpoint memory-mapped, its tensors untouched."""
+    max_steps = int(cfg.trainer.get("max_steps") or -1)
+    if not ckpt_path or max_steps <= 0:
+        return None
+    step = int(torch.load(str(ckpt_path), map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+    if step < max_steps:
+        return None
+    print(f"[mingexp] {ckpt_path} is at step {step}, trainer.max_steps={max_steps}: nothing to train. Raise trainer.max_steps to "
+          "continue it; evaluate it with python -m mingexp.evaluate ckpt_path=<it>.", flush=True)
+    return {"metrics": {}, "output_dir": str(output_dir), "checkpoints": sorted(str(p) for p in (output_dir / "checkpoints").glob("*.ckpt")),
+            "samples": [], "trained": False}
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, TrainableModule]:
     """Step 2: the datamodule and the training module (which builds the model, every width read from the loaded
     checkpoints), the module checked against :class:`~mingexp.lit.contract.TrainableModule`, and the data told the
@@ -223,6 +239,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path, finished = resume_point(cfg, output_dir)  # 1. the resume sweep
     if finished is not None:
         return finished
+    done = already_trained(cfg, ckpt_path, output_dir)
+    if done is not None:
+        return done
     L.seed_everything(int(cfg.seed), workers=True)
     saved = output_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
@@ -241,7 +260,7 @@ def optimized_metric(cfg: DictConfig, result: dict[str, Any]) -> float | None:
     """The value a sweeper optimises: ``result``'s metric named by ``cfg.optimized_metric`` (None: nothing to optimise).
     A named metric the run did not log is an error listing those it did."""
     name = cfg.get("optimized_metric")
-    if not name:
+    if not name or result.get("trained") is False:  # a resumed run with nothing left to train has no new value
         return None
     metrics = result.get("metrics") or {}
     if name not in metrics:

@@ -248,6 +248,13 @@ def test_resume_continues_the_same_loss_curve(tiny_dir, world, tmp_path):
     for step, value in loss_resumed.items():
         assert value == pytest.approx(loss_full[step], rel=1e-5)
     assert a["WebDataModule"]["samples_seen"] == b["WebDataModule"]["samples_seen"] == 24
+    # resuming a checkpoint already at max_steps trains nothing, says so, and is no error (nor an optimised value)
+    from mingexp.train import optimized_metric
+
+    again_cfg = compose_train(tiny_dir, world, tmp_path / "again", *common, f"ckpt_path={full / 'checkpoints' / 'last.ckpt'}")
+    again = train(again_cfg)
+    assert again["trained"] is False and again["metrics"] == {} and optimized_metric(again_cfg, again) is None
+    assert not (tmp_path / "again" / "checkpoints").exists()
 
 
 def test_a_checkpoint_from_before_the_denoiser_seam_resumes(tiny_dir, world, tmp_path):

@@ -22,7 +22,8 @@ verifiable reward. One training step, for a batch of P prompts (:class:`~mingexp
    step per rollout, so π_old = π_θ at the step and ρ = 1 up to float rounding (the clip fraction is logged and stays 0);
    the clipped form is kept for the same objective under gradient accumulation across rollouts.
 
-What trains is what supervised training trains (``model.queries.trainable``, the connector, the DiT, or ``model.lora``);
+The J trained steps' graphs are held until one backward pass per rollout: memory grows with J, so a large model
+lowers ``timestep_fraction`` (or trains LoRA). What trains is what supervised training trains (``model.queries.trainable``, the connector, the DiT, or ``model.lora``);
 the MLLM and the VAE stay frozen. The alignment head is not used here.
 """
 
