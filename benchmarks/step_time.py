@@ -82,10 +82,10 @@ class Side:
     """One configuration's module and loader: the cache filled by ``skip`` untimed batches, then timed steps on demand
     (:meth:`step`), so two sides can take turns step by step."""
 
-    def __init__(self, module, datamodule, skip: int, warmup: int, replay: bool = False) -> None:
-        """``replay``: the timed steps take the last skipped batches again, every row of which the cache holds (the step
-        once a world's states are all kept)."""
-        self.module, self.model, self.warmup = module, module.model, warmup
+    def __init__(self, module, datamodule, skip: int, warmup: int, steps: int, threads: int, replay: bool = False) -> None:
+        """``threads``: torch threads while this side steps. ``replay``: the timed steps take the last skipped batches
+        again, every row of which the cache holds (the step once a world's states are all kept)."""
+        self.module, self.model, self.datamodule, self.warmup, self.threads = module, module.model, datamodule, warmup, threads
         self.optimizer = module.configure_optimizers()["optimizer"]
         self.model.train()
         model, loader, seen = self.model, stream(datamodule), []
@@ -98,7 +98,7 @@ class Side:
                         model.encode(batch.mllm.select(rows, image_pad))
                 if replay:
                     seen.append(batch)
-        self.loader = itertools.cycle(seen[-(warmup + 10_000):]) if replay else loader
+        self.loader = itertools.cycle(seen[-(warmup + steps):]) if replay else loader
         if model.cond_cache is not None:
             cache = model.cond_cache  # the hit rates of the timed steps only
             cache.hits = cache.misses = cache.image_hits = cache.image_misses = 0
@@ -107,6 +107,7 @@ class Side:
         self.parts = {"mllm": model.mllm, "connector": model.connector, "dit_forward": model.dit}
 
     def step(self, i: int) -> None:
+        torch.set_num_threads(self.threads)
         t_data = time.perf_counter()
         batch = next(self.loader)
         forward: dict[str, float] = {}
@@ -153,19 +154,19 @@ def main() -> None:
     sides = {}
     for name, extra in (("before", args.before), ("after", args.after)):
         module, datamodule = build([*args.overrides, *extra])
-        sides[name] = (Side(module, datamodule, args.skip, args.warmup, args.replay), datamodule)
+        side_threads = args.threads_after if name == "after" and args.threads_after else threads
+        sides[name] = Side(module, datamodule, args.skip, args.warmup, args.steps, side_threads, args.replay)
     # the two sides take turns step by step, so a slow moment of the shared machine falls on both
     for i in range(args.warmup + args.steps):
-        for name, (side, _) in sides.items():
-            torch.set_num_threads(args.threads_after if name == "after" and args.threads_after else threads)
+        for side in sides.values():
             side.step(i)
     results = {}
-    for name, (side, datamodule) in sides.items():
+    for name, side in sides.items():
         results[name] = side.result()
         cache = side.model.cond_cache
-        print(f"{name}: {args.steps} steps of {datamodule.batch_size} after {args.skip} skipped, {datamodule.num_workers} data worker(s)"
+        print(f"{name}: {args.steps} steps of {side.datamodule.batch_size} after {args.skip} skipped, {side.datamodule.num_workers} data worker(s)"
               + (f"; prompt-state cache {cache.stats()}" if cache is not None else "; no prompt-state cache")
-              + f"; {args.threads_after if name == 'after' and args.threads_after else threads} torch thread(s)", flush=True)
+              + f"; {side.threads} torch thread(s)", flush=True)
     print(f"{'part (median ms)':<18}" + "".join(f"{n:>12}" for n in results) + f"{'ratio':>10}")
     for part in (*PARTS, "other_forward", "step"):
         a, b = results["before"][part], results["after"][part]

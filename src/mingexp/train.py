@@ -124,11 +124,11 @@ def resume_point(cfg: DictConfig, output_dir: Path) -> tuple[str | None, dict | 
 def already_trained(cfg: DictConfig, ckpt_path: str | None, output_dir: Path) -> dict | None:
     """A checkpoint to resume that is already at ``trainer.max_steps`` (a job stopped during its end-of-run evaluation,
     or a resume with the same step budget): nothing to train, said, and a result with no metrics (``trained: False``)
-    instead of a fit that logs nothing. The step is read from the checkpoint memory-mapped, its tensors untouched."""
+    instead of a fit that logs nothing."""
     max_steps = int(cfg.trainer.get("max_steps") or -1)
     if not ckpt_path or max_steps <= 0:
         return None
-    step = int(torch.load(str(ckpt_path), map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+    step = io_checkpoint.step_of(ckpt_path)
     if step < max_steps:
         return None
     print(f"[mingexp] {ckpt_path} is at step {step}, trainer.max_steps={max_steps}: nothing to train. Raise trainer.max_steps to "

@@ -107,7 +107,7 @@ class MixtureDataset(IterableDataset):
                 resampled=self.resampled,
                 max_pixels=self.max_pixels,
                 recon_prompt=self.recon_prompt,
-                latents=(LatentReader(self.latent_space, spec.name), self.transform.size_for) if spec.latents else None,
+                latents=LatentReader(self.latent_space, spec.name, self.transform.size_for) if spec.latents else None,
             )
             for i, spec in enumerate(self.specs)
         ]

@@ -87,13 +87,14 @@ def unpack(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 class LatentReader:
     """Attaches each TaskSample's stored latent (a data source with ``latents: true``), checked against the run's
-    :class:`LatentSpace`."""
+    :class:`LatentSpace`. ``size_for(image) -> (W, H)``: the target transform's output size."""
 
-    def __init__(self, space: LatentSpace, source: str) -> None:
-        self.space, self.source = space, source
+    def __init__(self, space: LatentSpace, source: str, size_for) -> None:
+        self.space, self.source, self.size_for = space, source, size_for
+        self.expected = space.metadata()  # the space is frozen: its metadata once, not per sample
 
     def check_space(self, metadata: dict[str, str], key: str) -> None:
-        expected = self.space.metadata()
+        expected = self.expected
         for field in ("format", "vae", "resolution", "buckets", "multiple"):
             if metadata.get(field) != expected[field]:
                 what = "VAE" if field == "vae" else f"target transform ({field})" if field != "format" else "latent format"
@@ -102,9 +103,9 @@ class LatentReader:
                     f"{metadata.get(field)!r} in the shard, {expected[field]!r} for this run. Re-encode them "
                     "(python -m mingexp.data.recipes.latents, docs/training.md) or set latents: false on this source.")
 
-    def attach(self, raw: dict[str, Any], samples: list, size_for) -> list:
+    def attach(self, raw: dict[str, Any], samples: list) -> list:
         """``samples`` (parsed from ``raw``) with ``sample.latent`` set; a SkipSample for a missing, unreadable or
-        misshapen latent. ``size_for(image) -> (W, H)``: the target transform's output size."""
+        misshapen latent."""
         from mingexp.data.tasks import SkipSample
 
         data = raw.get(MEMBER)
@@ -120,7 +121,7 @@ class LatentReader:
             if sample.target is None:
                 continue
             latent = tensors.get(latent_name(sample.key, raw_key))
-            w, h = size_for(sample.target)
+            w, h = self.size_for(sample.target)
             shape = (self.space.channels, h // self.space.factor, w // self.space.factor)
             if latent is None or tuple(latent.shape) != shape:
                 raise SkipSample("latent_shape", f"{sample.key}: {None if latent is None else tuple(latent.shape)} where {shape} is expected")

@@ -124,7 +124,7 @@ def source_samples(
     latents=None,
 ) -> Iterator[TaskSample]:
     """Stages 1–4 for one source: shards → raw samples → shuffled → parsed :class:`TaskSample`. ``latents``: a
-    :class:`~mingexp.data.latents.LatentReader` with the target transform's ``size_for`` (a source with
+    :class:`~mingexp.data.latents.LatentReader` (a source with
     ``latents: true``), which attaches each target's stored latents."""
     if resampled:
         # 1. infinite stream of shards, each rank/worker with its own seeded order
@@ -150,7 +150,7 @@ def source_samples(
     for raw in raw_stream:
         try:
             samples = parser(raw)
-            yield from (samples if latents is None else latents[0].attach(raw, samples, latents[1]))
+            yield from (samples if latents is None else latents.attach(raw, samples))
         except SkipSample as e:
             counter.add(e.reason, spec.name)
 

@@ -31,6 +31,13 @@ from mingexp.errors import ConfigError
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, cond, σ) → velocity
 
 
+def guided_velocity(denoise: DenoiseFn, x: torch.Tensor, c_in: torch.Tensor, sigma: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance as ONE batched forward: ``c_in`` = [c_null; c] (2B, T, C_cap), σ a scalar tensor;
+    v = v_u + w·(v_c − v_u)."""
+    v_u, v_c = denoise(torch.cat([x, x]), c_in, sigma.expand(2 * x.shape[0])).chunk(2)
+    return v_u + w * (v_c - v_u)
+
+
 class FlowSampler:
     """Euler flow-matching sampler.
 
@@ -124,8 +131,7 @@ class FlowSampler:
                 v_u, v_i, v_c = denoise(torch.cat([x, x, x]), c_in, sigma.expand(3 * x.shape[0])).chunk(3)
                 v = v_u + w_i * (v_i - v_u) + w * (v_c - v_i)
             elif guided:
-                v_u, v_c = denoise(torch.cat([x, x]), c_in, sigma.expand(2 * x.shape[0])).chunk(2)
-                v = v_u + w * (v_c - v_u)
+                v = guided_velocity(denoise, x, c_in, sigma, w)
             else:
                 v = denoise(x, cond, sigma.expand(x.shape[0]))
             x = sched.step(v, t, x).prev_sample

@@ -148,7 +148,7 @@ class EvaluationCallback(L.Callback):
         if not self.at_start or trainer.global_step > 0:
             return
         in_training = self.evals
-        if trainer.max_steps is None or trainer.max_steps < 0 or trainer.max_steps >= self.full_suite_min_steps:
+        if self._full_suite(trainer.max_steps if trainer.max_steps >= 0 else None):  # Lightning: -1 = unbounded
             self.evals = {**self.evals, **self.final_evals}
         try:
             values = self.evaluate(trainer, module, "start")
@@ -171,10 +171,14 @@ class EvaluationCallback(L.Callback):
             trainer.callback_metrics[key] = torch.tensor(value)
         self._log(trainer, values)
 
+    def _full_suite(self, steps: int | None) -> bool:
+        """Whether a run of ``steps`` steps (None: unbounded) is evaluated on the full suites (``final_overrides``)."""
+        return steps is None or steps >= self.full_suite_min_steps
+
     def _final_suite(self, trainer: L.Trainer) -> str:
         """Build the end-of-run evaluations from their configs + ``final_overrides`` when the run is long
         enough; returns which suite runs."""
-        if trainer.global_step < self.full_suite_min_steps:
+        if not self._full_suite(trainer.global_step):
             return (f"the in-training subsets (the run trained {trainer.global_step} < callbacks.evaluation.full_suite_min_steps="
                     f"{self.full_suite_min_steps} steps; set it to 0 for the full suite)")
         self.evals = {**self.evals, **self.final_evals}

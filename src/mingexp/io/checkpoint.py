@@ -80,6 +80,11 @@ def read(path: str | Path) -> dict:
     return checkpoint
 
 
+def step_of(path: str | Path) -> int:
+    """A checkpoint's ``global_step``, the file memory-mapped so that its tensors are not read."""
+    return int(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+
+
 def model_state(checkpoint: Mapping, ema: bool = True) -> dict[str, torch.Tensor]:
     """The model's tensors (no ``model.`` prefix) of a checkpoint: its ``state_dict``, with the EMA weights over the
     trained ones when it has them and ``ema``."""

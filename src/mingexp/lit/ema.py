@@ -15,6 +15,22 @@ import torch
 from torch import nn
 
 
+@contextmanager
+def swapped_weights(params: list[nn.Parameter], values: list[torch.Tensor]) -> Iterator[None]:
+    """Temporarily load ``values`` into ``params`` (copied in, each in its parameter's dtype), the originals back after:
+    the EMA's weights for sampling, the GRPO reference policy's for its KL."""
+    backup = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v.to(p.dtype))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, b in zip(params, backup):
+                p.copy_(b)
+
+
 class EMA:
     """EMA of a fixed list of named parameters."""
 
@@ -39,16 +55,8 @@ class EMA:
     @contextmanager
     def swapped(self) -> Iterator[None]:
         """Temporarily load the EMA weights into the model (for sampling / evaluation)."""
-        backup = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, s in zip(self.params, self.shadow):
-                p.copy_(s.to(p.dtype))
-        try:
+        with swapped_weights(self.params, self.shadow):
             yield
-        finally:
-            with torch.no_grad():
-                for p, b in zip(self.params, backup):
-                    p.copy_(b)
 
     @torch.no_grad()
     def copy_to_model(self) -> None:

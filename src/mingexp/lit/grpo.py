@@ -30,7 +30,6 @@ the MLLM and the VAE stay frozen. The alignment head is not used here.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -39,6 +38,7 @@ from torch import nn
 
 from mingexp.diffusion.sde import step_kl
 from mingexp.errors import ConfigError, TrainingDiverged
+from mingexp.lit.ema import swapped_weights
 from mingexp.lit.module import UnifiedLitModule
 from mingexp.models.unified import UnifiedModel
 from mingexp.rl.data import PromptBatch
@@ -76,20 +76,10 @@ class ReferencePolicy(nn.Module):
             getattr(self, _key(name)).copy_(params[name].detach())
         self.captured.fill_(True)
 
-    @contextmanager
     def swapped(self, model: nn.Module):
-        """The model computes with the reference weights inside the block (no gradients), its own after."""
+        """Context manager: the model computes with the reference weights inside the block, its own after."""
         params = dict(model.named_parameters())
-        kept = {}
-        try:
-            with torch.no_grad():
-                for name in self.names:
-                    kept[name] = params[name].data
-                    params[name].data = getattr(self, _key(name)).to(kept[name].dtype)
-            yield
-        finally:
-            for name, data in kept.items():
-                params[name].data = data
+        return swapped_weights([params[n] for n in self.names], [getattr(self, _key(n)) for n in self.names])
 
 
 class GRPOLitModule(UnifiedLitModule):
@@ -202,7 +192,7 @@ class GRPOLitModule(UnifiedLitModule):
         model, g = self.model, self.group_size
         prompts = [m["prompt"] for m in batch.prompts for _ in range(g)]
         metadata = [m for m in batch.prompts for _ in range(g)]
-        inputs = model.mllm.processor(prompts).to(model.device)
+        inputs = model.mllm.processor([m["prompt"] for m in batch.prompts]).to(model.device)  # once per prompt, not per image
         size = model.default_size()
         # 1. rollout (the current weights, no gradients)
         roll = rollout(model, inputs, self._generators(len(prompts), NOISE), self.steps, self.guidance_scale, self.noise_level, size, size)
@@ -225,12 +215,12 @@ class GRPOLitModule(UnifiedLitModule):
         ref_means = {}
         if self.reference is not None:
             with self.reference.swapped(model), torch.no_grad():
-                tokens_ref, null_ref = condition(model, inputs, self.guidance_scale)
+                tokens_ref, null_ref = condition(model, inputs, self.guidance_scale, repeat=g)
                 for j in order:
                     ref_means[j] = policy_step(model, latents[:, j], tokens_ref, null_ref, sig[j], sig[j + 1], roll.sigma_max,
                                                self.guidance_scale, self.noise_level, sample=latents[:, j + 1]).mean
         # 4b. the clipped objective with gradients
-        tokens, null = condition(model, inputs, self.guidance_scale)
+        tokens, null = condition(model, inputs, self.guidance_scale, repeat=g)
         w = kept.float() / kept.float().sum().clamp_min(1)
         policy_terms, kl_terms, clipped, ratios = [], [], [], []
         for j in order:

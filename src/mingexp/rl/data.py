@@ -70,7 +70,6 @@ class PromptDataModule(L.LightningDataModule):
         self.source, self.batch_size, self.seed, self.prepare = source, int(batch_size), int(seed), prepare
         self.consumed = 0
         self.resolution: int | None = None
-        self.skipped: dict[str, int] = {}  # no samples to skip here; the GRPO module counts bad reward groups
 
     def configure(self, spec) -> None:
         if spec is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mingexp.errors import ConfigError
+from mingexp.eval.geneval.contamination import normalize
 
 
 class PromptSource:
@@ -38,20 +39,19 @@ class PromptSource:
     """
 
     def __init__(self, eval_metadata: str = "shapes", allow_eval_prompts: bool = False, cache_dir: str = ".cache") -> None:
-        from mingexp.eval.geneval.contamination import load_prompts, normalize
+        from mingexp.eval.geneval.contamination import load_prompts
 
         self.eval_metadata, self.allow_eval_prompts = str(eval_metadata), bool(allow_eval_prompts)
         self.eval_prompts = load_prompts(self.eval_metadata, cache_dir)
         self._exact = {p["prompt"].strip() for p in self.eval_prompts}
         self._normal = {normalize(p["prompt"]) for p in self.eval_prompts}
-        self._normalize = normalize
         self.rejected = 0  # evaluation prompts drawn and dropped
 
     def draw(self, rng: random.Random) -> dict:
         raise NotImplementedError
 
     def is_eval_prompt(self, prompt: str) -> bool:
-        return prompt.strip() in self._exact or self._normalize(prompt) in self._normal
+        return prompt.strip() in self._exact or normalize(prompt) in self._normal
 
     def batch(self, seed: int | str, index: int, n: int, tries: int = 1000) -> list[dict]:
         """Batch ``index`` of ``n`` prompts: a pure function of (seed, index), so a resumed run draws what it would have."""

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from mingexp.diffusion.sampler import guided_velocity
 from mingexp.diffusion.sde import SDEStep, sde_step
 from mingexp.models.processor import MLLMInputs
 
@@ -32,23 +33,23 @@ class Rollout:
     images: list[Image.Image]
 
 
-def condition(model, inputs: MLLMInputs, guidance_scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(tokens (N, T, C), null (1, T, C) or None without guidance), the connector's statistics left alone."""
+def condition(model, inputs: MLLMInputs, guidance_scale: float, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(tokens (P·repeat, T, C), null (1, T, C) or None without guidance) for P prompts, each encoded once and repeated
+    for its group; the connector's statistics left alone."""
     tokens = model.encode(inputs, update_statistics=False).tokens
-    return tokens, (model.null_tokens(tokens) if guidance_scale != 1.0 else None)
+    null = model.null_tokens(tokens) if guidance_scale != 1.0 else None
+    return tokens.repeat_interleave(repeat, dim=0), null
 
 
 def policy_step(model, x: torch.Tensor, tokens: torch.Tensor, null: torch.Tensor | None, sigma: torch.Tensor, sigma_next: torch.Tensor,
                 sigma_max: float, guidance_scale: float, noise_level: float, sample: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> SDEStep:
     """One step of the policy at noise level σ → σ' for x (N, C, h, w): the guided velocity, then the SDE step."""
-    n = x.shape[0]
+    sigma_t = torch.as_tensor(sigma, device=x.device)
     if null is not None:
-        c_in = torch.cat([null.expand_as(tokens), tokens])
-        v_u, v_c = model.denoise(torch.cat([x, x]), c_in, sigma.expand(2 * n).to(x.device)).chunk(2)
-        v = v_u + guidance_scale * (v_c - v_u)
+        v = guided_velocity(model.denoise, x, torch.cat([null.expand_as(tokens), tokens]), sigma_t, guidance_scale)
     else:
-        v = model.denoise(x, tokens, sigma.expand(n).to(x.device))
+        v = model.denoise(x, tokens, sigma_t.expand(x.shape[0]))
     return sde_step(v, x, sigma, sigma_next, sigma_max, noise_level, sample=sample, noise=noise)
 
 
@@ -62,11 +63,12 @@ def schedule(model, steps: int) -> torch.Tensor:
 @torch.no_grad()
 def rollout(model, inputs: MLLMInputs, generators: Sequence[torch.Generator], steps: int, guidance_scale: float,
             noise_level: float, height: int, width: int) -> Rollout:
-    """N = ``inputs.batch_size`` images (one generator each) sampled with the SDE policy, decoded, with their trajectories."""
+    """N = ``len(generators)`` images (one generator each) sampled with the SDE policy, decoded, with their trajectories:
+    ``inputs`` holds P prompts, each sampled N / P times (a group)."""
     from mingexp.models.unified import to_pil
 
     device, f = model.device, model.vae.spatial_factor
-    tokens, null = condition(model, inputs, guidance_scale)
+    tokens, null = condition(model, inputs, guidance_scale, repeat=len(generators) // inputs.batch_size)
     sigmas = schedule(model, steps)
     sigma_max = float(sigmas[1]) if len(sigmas) > 2 else float(sigmas[0])
     shape = (1, model.dit.in_channels, height // f, width // f)

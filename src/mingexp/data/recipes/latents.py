@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from mingexp.cli_args import REQUIRED, Opt, boolean, parse
+from mingexp.data.recipes._io import summary
 
 SPEC = {
     "shards": Opt(str, REQUIRED, "input shards: a brace pattern or glob (e.g. 'data/laion/{00000..00099}.tar')", positional=True),
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                args["batch_size"], args["device"])
     except ConfigError as e:
         raise SystemExit(f"latents: {e}") from None
-    print(f"[mingexp] latents: {dict(sorted(counts.items()))} → {args['out']}")
+    print(summary(counts, args["out"]))  # the line every recipe prints
     return dict(counts)
 
 
